@@ -1,0 +1,81 @@
+"""Shared benchmark plumbing: machine description, repeated evaluation, JSON + Markdown output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fewstep.checkpoint import write_json_atomic
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def machine_line(m: dict) -> str:
+    dev = m["gpu"] or f"{m['cores']}-core CPU ({m['cpu']}), {m['torch_threads']} torch threads"
+    return f"{dev}; torch {m['torch']}; measured {m['date']}"
+
+
+def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -> dict:
+    """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1)."""
+    from fewstep.metrics.evaluate import evaluate_run
+
+    results = []
+    for r in range(repeats):
+        res = evaluate_run(run, n=n, seed_offset=r * 1_000_000, evaluator=evaluator, **options)
+        results.append(res)
+    out = {k: v for k, v in results[0].items() if k not in ("metrics", "floor")}
+    for section in ("metrics", "floor"):
+        if section not in results[0]:
+            continue
+        agg = {}
+        for k in results[0][section]:
+            vals = [float(r[section][k]) for r in results]
+            agg[k] = statistics.fmean(vals)
+            if repeats > 1 and k != "n":
+                agg[k + "_std"] = statistics.stdev(vals)
+        out[section] = agg
+    out["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in results)
+    out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
+    out["repeats"] = repeats
+    return out
+
+
+def fmt(v, nd: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: Path, name: str, data: dict, markdown: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / f"{name}.json", json.loads(json.dumps(data, default=float)))
+    (out_dir / f"{name}.md").write_text(markdown + "\n")

@@ -1,0 +1,192 @@
+"""Implementations of the CLI verbs (kept apart from argument parsing so imports stay lazy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fewstep.errors import FewstepError
+from fewstep.runlog import say
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FewstepError("--device cuda but no CUDA device is visible; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise FewstepError(f"--device must be cpu, cuda or auto, not '{name}'")
+    return torch.device(name)
+
+
+def train_run(method: str, data: dict, out: str | None, config: str | None = None,
+              overrides: list[str] | None = None, fresh: bool = False, dry_run: bool = False,
+              extra_method: dict | None = None, hooks=None) -> Path:
+    from fewstep.experiment import build_experiment
+    from fewstep.trainer import Trainer
+
+    exp = build_experiment(method, data, config, overrides, extra_method)
+    out_dir = Path(out or f"runs/{method}_{exp.record['data']['name']}")
+    if dry_run:
+        print(json.dumps(exp.record, indent=2))
+        return out_dir
+    say(f"training '{method}' on '{exp.record['data']['name']}' into {out_dir}")
+    Trainer(exp.method, exp.train, out_dir, exp.record, hooks=hooks).fit(fresh=fresh)
+    return out_dir
+
+
+def _data_flags(args) -> dict:
+    return {"name": args.data, "data_dir": args.data_dir, "tokenizer": args.tokenizer}
+
+
+def cmd_train(args) -> int:
+    method = args.kind if args.what == "teacher" else "vq"
+    out = train_run(method, _data_flags(args), args.out, args.config, args.overrides, args.fresh, args.dry_run)
+    if args.dry_run:
+        return 0
+    if method == "vq":
+        report = tokenizer_report(out)
+        print(json.dumps(report, indent=2))
+    say(f"done: {out}")
+    return 0
+
+
+def tokenizer_report(run_dir: Path) -> dict:
+    """Reconstruction quality of a VQ tokenizer on the test split: FID of reconstructions vs the train split."""
+    from fewstep.checkpoint import write_json_atomic
+    from fewstep.metrics.evaluator import get_evaluator
+    from fewstep.runs import load_run
+    from fewstep.tokenizers import VQTokenizer
+    from fewstep.viz import save_grid
+
+    tok = VQTokenizer(run_dir)
+    run = load_run(run_dir)
+    ev = get_evaluator(tok.dataset, run.config["data"].get("data_dir"))
+    ds = ev.dataset
+    codes = tok.encode(ds.test_images)
+    recon = tok.decode(codes)
+    rec = ev.metrics(recon, ds.test_labels)
+    floor = ev.real_floor()
+    used = int(codes.unique().numel())
+    report = {
+        "dataset": ds.name, "grid": list(tok.grid), "codebook_size": tok.vocab_size, "codes_used_test": used,
+        "recon_mse": float(((recon - ds.test_images) ** 2).mean()), "recon": rec, "floor": floor,
+        "feature_space": "fewstep classifier features (not Inception)",
+    }
+    write_json_atomic(Path(run_dir) / "recon.json", report)
+    pairs = torch.stack([ds.test_images[:20], recon[:20]], 1).flatten(0, 1)
+    save_grid(pairs, Path(run_dir) / "recon.png", nrow=10)
+    return report
+
+
+def _labels_for(args, num_classes: int, n: int) -> torch.Tensor:
+    if args.classes:
+        try:
+            cls = [int(c) for c in str(args.classes).split(",") if c.strip()]
+        except ValueError:
+            raise FewstepError(f"--classes must be comma-separated integers, got '{args.classes}'") from None
+        bad = [c for c in cls if not 0 <= c < num_classes]
+        if bad:
+            raise FewstepError(f"class id(s) {bad} out of range; this run has classes 0..{num_classes - 1}")
+        return torch.tensor(cls)[torch.arange(n) % len(cls)]
+    return torch.arange(n) % num_classes
+
+
+def run_root(run) -> Path:
+    p = Path(run.path)
+    return p.parent.parent if p.parent.name == "checkpoints" else p
+
+
+def cmd_sample(args) -> int:
+    from safetensors.torch import save_file
+
+    from fewstep.metrics.evaluate import decoder_for, generate
+    from fewstep.runs import load_run
+    from fewstep.samplers.noise import parse_seeds
+    from fewstep.viz import save_grid
+
+    if args.n < 1:
+        raise FewstepError("--n must be at least 1")
+    run = load_run(args.run, device=resolve_device(args.device))
+    if not getattr(run.method_cls, "generative", True):
+        raise FewstepError(f"'{args.run}' is a {run.method_name} run, which does not generate samples")
+    labels = _labels_for(args, run.info["num_classes"], args.n)
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n))
+    except ValueError:
+        raise FewstepError(f"--seeds must look like 0-99 or 1,2,3, got '{args.seeds}'") from None
+    if len(seeds) != args.n:
+        raise FewstepError(f"--seeds gives {len(seeds)} seeds but --n is {args.n}")
+    from fewstep.cli.main import sampler_options
+
+    tokens, secs = generate(run, labels, seeds, **sampler_options(args))
+    say(f"{args.n} samples in {secs:.2f}s ({args.n / max(secs, 1e-9):.1f} samples/s)")
+    if args.tokens:
+        save_file({"tokens": tokens.contiguous(), "labels": labels.contiguous()}, args.tokens)
+        say(f"tokens -> {args.tokens}")
+    ds, tok = decoder_for(run)
+    images = tok.decode(tokens)
+    if images is None:
+        if not args.tokens:
+            print(tokens[: min(10, len(tokens))].tolist())
+        return 0
+    out = Path(args.out) if args.out else run_root(run) / "samples.png"
+    nrow = len(set(labels.tolist())) if not args.classes else min(args.n, 10)
+    save_grid(images, out, nrow=max(1, min(nrow, args.n)))
+    say(f"grid -> {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from fewstep.bench.common import repeated_eval
+    from fewstep.checkpoint import write_json_atomic
+    from fewstep.cli.main import sampler_options
+    from fewstep.runs import load_run
+
+    if args.repeats < 1 or (args.n is not None and args.n < 2):
+        raise FewstepError("--repeats must be >= 1 and --n >= 2")
+    run = load_run(args.run, device=resolve_device(args.device))
+    if not getattr(run.method_cls, "generative", True):
+        raise FewstepError(f"'{args.run}' is a tokenizer run; its reconstruction report is {run_root(run)}/recon.json")
+    opts = sampler_options(args)
+    res = repeated_eval(run, args.n, args.repeats, **opts)
+    res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
+    out = Path(args.json) if args.json else run_root(run) / "eval.json"
+    write_json_atomic(out, res)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "teacher":
+        from fewstep.bench.teacher import bench_teacher
+
+        bench_teacher(args)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fewstep.demo import run_demo
+
+    run_demo(Path(args.out), fast=args.fast)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from fewstep.data import DATASETS
+    from fewstep.methods import METHODS
+    from fewstep.models import MODELS
+    from fewstep.presets import PRESETS
+
+    print("methods:  " + ", ".join(sorted(METHODS)))
+    print("datasets: " + ", ".join(sorted(DATASETS)))
+    print("networks: " + ", ".join(sorted(MODELS)))
+    print("presets:  " + ", ".join(f"{m}/{d}" for m, d in sorted(PRESETS)))
+    return 0
+
+
+def dispatch(args) -> int:
+    return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
+            "demo": cmd_demo, "info": cmd_info}[args.command](args)

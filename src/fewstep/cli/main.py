@@ -1,0 +1,122 @@
+"""`fewstep` command line: train, distill, sample, eval, bench, demo, info."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see fewstep/__init__.py)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampler (defaults come from the run)")
+    g.add_argument("--steps", type=int, help="sampling steps (multi-step samplers)")
+    g.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--cfg-ramp", choices=["constant", "linear"], help="guidance schedule over steps")
+    g.add_argument("--temperature", type=float, help="softmax temperature (logits / T)")
+    g.add_argument("--remask", choices=["confidence", "random"], help="MaskGIT re-masking rule")
+    g.add_argument("--gumbel-temp", type=float, help="confidence noise temperature (annealed to 0)")
+    g.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
+    g.add_argument("--schedule", choices=["arccos", "cosine", "linear"], help="mask schedule of the sampler")
+    g.add_argument("--r-init", type=float, help="one-step generators: initial [M] ratio")
+    g.add_argument("--sigma-init", type=float, help="one-step generators: embedding noise")
+
+
+SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
+                "r_init", "sigma_init")
+
+
+def sampler_options(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in SAMPLER_KEYS if getattr(args, k, None) is not None}
+
+
+def add_train_flags(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    p.add_argument("--data", required=data_required, help="dataset: digits | fashion_mnist | mnist | synthetic")
+    p.add_argument("--data-dir", help="folder with the dataset files (fashion_mnist IDX files)")
+    p.add_argument("--tokenizer", help="'identity' or a tokenizer run folder (fashion_mnist / mnist)")
+    p.add_argument("--out", help="run folder (default runs/<method>_<data>); an existing run resumes")
+    p.add_argument("--config", help="YAML file with method/data/train sections")
+    p.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=2000 method.dim=128")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="fewstep", description="Distill diffusion models into one-step and few-step generators.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    tr = sub.add_parser("train", help="train a teacher or a tokenizer")
+    tr_sub = tr.add_subparsers(dest="what", required=True, parser_class=Parser)
+    t = tr_sub.add_parser("teacher", help="masked-diffusion (MaskGIT) teacher")
+    t.add_argument("--kind", default="maskgit", choices=["maskgit"], help="teacher family")
+    add_train_flags(t)
+    t = tr_sub.add_parser("tokenizer", help="VQ tokenizer for 28x28 images")
+    add_train_flags(t)
+
+    s = sub.add_parser("sample", help="sample a grid (and optionally tokens) from a run")
+    s.add_argument("--run", required=True, help="run folder or checkpoint folder")
+    s.add_argument("--n", type=int, default=100, help="number of samples")
+    s.add_argument("--classes", help="comma-separated class ids (default: cycle through all classes)")
+    s.add_argument("--seeds", default=None, help="per-sample seeds, e.g. 0-99 (default 0..n-1)")
+    s.add_argument("--out", default=None, help="PNG grid path (default <run>/samples.png)")
+    s.add_argument("--tokens", help="also save tokens + labels to this .safetensors file")
+    s.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    add_sampler_flags(s)
+
+    e = sub.add_parser("eval", help="FID/KID/precision/recall/class accuracy (or exact metrics) of a run")
+    e.add_argument("--run", required=True)
+    e.add_argument("--n", type=int, help="samples per repeat (default: size of the test split)")
+    e.add_argument("--repeats", type=int, default=1, help="independent seed blocks to average over")
+    e.add_argument("--json", help="write the result here (default <run>/eval.json)")
+    e.add_argument("--device", default="auto")
+    add_sampler_flags(e)
+
+    b = sub.add_parser("bench", help="benchmarks that write JSON + Markdown tables")
+    b_sub = b.add_subparsers(dest="what", required=True, parser_class=Parser)
+    bt = b_sub.add_parser("teacher", help="teacher quality and speed at 1..32 steps, with and without CFG")
+    bt.add_argument("--data", required=True)
+    bt.add_argument("--data-dir")
+    bt.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
+    bt.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
+    bt.add_argument("--out", help="output folder (default runs/bench_teacher_<data>)")
+    bt.add_argument("--n", type=int, help="samples per setting (default: test split size)")
+    bt.add_argument("--repeats", type=int, default=1)
+    bt.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
+    bt.add_argument("--cfg", type=float, help="guidance scale of the 'with CFG' rows (default: the teacher's)")
+    bt.add_argument("--device", default="auto")
+
+    d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--fast", action="store_true", help="tiny settings (seconds), for smoke tests")
+
+    sub.add_parser("info", help="list methods, datasets, networks and presets")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fewstep.errors import FewstepError
+
+    try:
+        from fewstep.cli import commands
+
+        return int(commands.dispatch(args) or 0)
+    except FewstepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Assemble an experiment (method + data + train config) from presets, a YAML file and key=value overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fewstep.config import from_dict, load_yaml, merge, parse_overrides
+from fewstep.errors import FewstepError
+from fewstep.methods import get_method
+from fewstep.methods.base import Method
+from fewstep.presets import preset
+from fewstep.tokenizers import DataConfig
+from fewstep.trainer import TrainConfig, config_record
+
+SECTIONS = ("method", "data", "train")
+
+
+@dataclass
+class Experiment:
+    method: Method
+    train: TrainConfig
+    record: dict
+
+
+def build_experiment(method_name: str, data: dict | None = None, config_file: str | None = None,
+                     overrides: list[str] | None = None, extra_method: dict | None = None) -> Experiment:
+    cls = get_method(method_name)
+    raw: dict[str, Any] = {"method": dict(extra_method or {}), "data": {}, "train": {}}
+    file_cfg = load_yaml(config_file) if config_file else {}
+    over = parse_overrides(overrides or [])
+    for src in (file_cfg, over):
+        bad = set(src) - set(SECTIONS)
+        if bad:
+            raise FewstepError(f"unknown config section '{sorted(bad)[0]}'; sections are: {', '.join(SECTIONS)}")
+    # the dataset decides the preset, so resolve it first (override > file > flag > default)
+    data_raw = merge(merge({"name": "digits"}, {k: v for k, v in (data or {}).items() if v is not None}),
+                     merge(file_cfg.get("data", {}), over.get("data", {})))
+    raw = merge(raw, preset(method_name, str(data_raw.get("name"))))
+    raw = merge(raw, file_cfg)
+    raw = merge(raw, over)
+    raw["data"] = data_raw
+    method_raw = dict(raw.get("method", {}))
+    if method_raw.pop("name", method_name) != method_name:
+        raise FewstepError(f"config file is for method '{raw['method']['name']}', not '{method_name}'")
+    data_cfg = from_dict(DataConfig, raw["data"], prefix="data.")
+    method_cfg = from_dict(cls.Config, method_raw, prefix="method.")
+    train_cfg = from_dict(TrainConfig, raw.get("train", {}), prefix="train.")
+    method = cls(method_cfg, data_cfg)
+    return Experiment(method, train_cfg, config_record(method_name, method_cfg, data_cfg, train_cfg))

@@ -1,0 +1,17 @@
+"""Method registry. Adding a method = one file + one line here; the contract tests pick it up."""
+
+from __future__ import annotations
+
+from fewstep.methods.base import Method
+from fewstep.methods.maskgit import MaskGIT
+from fewstep.methods.vq import VQTokenizerMethod
+from fewstep.registry import lookup
+
+METHODS: dict[str, type[Method]] = {
+    "maskgit": MaskGIT,
+    "vq": VQTokenizerMethod,
+}
+
+
+def get_method(name: str) -> type[Method]:
+    return lookup("method", name, METHODS)

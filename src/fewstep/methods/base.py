@@ -1,0 +1,111 @@
+"""The method contract. A method declares networks and phases; the trainer does everything with side effects.
+
+A method never calls backward(), an optimizer, or saves anything. Each phase step returns a loss; the
+trainer enables gradients only on `phase.trains`, back-propagates, clips, guards against NaN, steps
+the optimizers of those networks and updates their EMA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Net:
+    """A named network and its role."""
+
+    module: nn.Module
+    trainable: bool = False
+    ema: bool = False  # keep an EMA copy; sampling uses it when present
+    lr: float | None = None  # None: train.lr
+    frozen: tuple[str, ...] = ()  # parameter-name prefixes that stay fixed inside a trainable net
+    grad_clip: float | None = -1.0  # -1: use train.grad_clip; None: never clip this network
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        if not self.trainable:
+            return []
+        return [(n, p) for n, p in self.module.named_parameters() if not n.startswith(self.frozen)]
+
+
+@dataclass
+class StepOut:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Phase:
+    """One update of the networks in `trains`, run on steps where step % every == 0, `repeat` times."""
+
+    name: str
+    step: Callable[["StepContext"], StepOut]
+    trains: tuple[str, ...]
+    every: int = 1
+    repeat: int = 1
+
+
+@dataclass
+class StepContext:
+    step: int
+    phase: Phase
+    batch_size: int
+    device: torch.device
+    wrapped: dict[str, nn.Module]  # accelerate-prepared modules (DDP when distributed)
+    raw: dict[str, nn.Module]  # the plain modules
+    next_batch: Callable[[], dict[str, torch.Tensor]]
+
+    def net(self, name: str) -> nn.Module:
+        """The network to call: wrapped if this phase trains it (so DDP syncs grads), plain otherwise."""
+        return self.wrapped[name] if name in self.phase.trains else self.raw[name]
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        return self.next_batch()
+
+
+class Method:
+    """Base class. Subclasses set `name`, `Config`, and implement build/phases/generate."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    needs_data: ClassVar[bool] = True  # the trainer streams (tokenised) training data when True
+    sample_nets: ClassVar[tuple[str, ...]] = ("generator",)  # networks generate() needs
+
+    def __init__(self, cfg: Any, data_cfg: Any):
+        self.cfg = cfg
+        self.data_cfg = data_cfg
+
+    def build(self) -> dict[str, Net]:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def training_data(self) -> dict[str, torch.Tensor]:
+        """Tensors the trainer streams batches from (all of equal length), when needs_data is True."""
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """JSON facts sampling and evaluation need (token grid, classes, tokenizer, teacher path...)."""
+        return {}
+
+    def on_step_end(self, nets: dict[str, nn.Module], step: int) -> None:
+        """Optional hook (target-EMA updates, teacher swaps); default does nothing."""
+
+    @staticmethod
+    def generate(nets: dict[str, nn.Module], info: dict, labels: torch.Tensor, seeds: list[int],
+                 **options: Any) -> torch.Tensor:
+        """Samples for `labels`, one per seed (reproducible whatever the batch). Returns tokens or images."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_config(cls) -> Any:
+        return cls.Config()
+
+    @classmethod
+    def config_fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls.Config)]

@@ -1,0 +1,33 @@
+"""Named starting configs per (method, dataset): plain dicts, overridden by --config files and key=value pairs."""
+
+from __future__ import annotations
+
+PRESETS: dict[tuple[str, str], dict] = {
+    ("maskgit", "digits"): {
+        "method": {"dim": 192, "depth": 6, "heads": 6, "dropout": 0.1, "sample_steps": 16, "sample_cfg": 2.0},
+        "train": {"steps": 6000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01,
+                  "ema_decay": 0.999, "ckpt_every": 1000},
+    },
+    ("maskgit", "synthetic"): {
+        "method": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0, "label_smoothing": 0.0},
+        "train": {"steps": 3000, "batch_size": 256, "lr": 5e-4, "warmup_steps": 100, "ckpt_every": 1000},
+    },
+    ("maskgit", "fashion_mnist"): {
+        "method": {"dim": 256, "depth": 8, "heads": 8, "dropout": 0.1},
+        "train": {"steps": 20000, "batch_size": 128, "lr": 4e-4, "warmup_steps": 500, "weight_decay": 0.01,
+                  "ema_decay": 0.9995, "ckpt_every": 1000},
+    },
+    ("maskgit", "mnist"): {
+        "method": {"dim": 192, "depth": 6, "heads": 6, "dropout": 0.1},
+        "train": {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01,
+                  "ckpt_every": 1000},
+    },
+    ("vq", "fashion_mnist"): {"train": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100,
+                                        "grad_clip": None, "ckpt_every": 1000}},
+    ("vq", "mnist"): {"train": {"steps": 3000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100,
+                                "grad_clip": None, "ckpt_every": 1000}},
+}
+
+
+def preset(method: str, dataset: str) -> dict:
+    return PRESETS.get((method, dataset), {})

@@ -1,0 +1,126 @@
+"""Every CLI verb end to end on tiny models, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fewstep.cli.main import main
+
+from helpers import TINY_TEACHER
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_teacher_sample_eval(tmp_path, capsys):
+    run = tmp_path / "t"
+    code, _, err = run_cli(capsys, "train", "teacher", "--data", "digits", "--out", run, *TINY_TEACHER)
+    assert code == 0, err
+    assert (run / "checkpoints" / "latest").is_file() and (run / "stats.jsonl").is_file()
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 20, "--steps", 2, "--out", tmp_path / "g.png",
+                           "--tokens", tmp_path / "t.safetensors")
+    assert code == 0, err
+    assert (tmp_path / "g.png").stat().st_size > 100
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "t.safetensors"))
+    assert saved["tokens"].shape == (20, 64) and saved["labels"].tolist()[:3] == [0, 1, 2]
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 40, "--steps", 2, "--cfg", 1.5)
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res["metrics"]) >= {"fid", "kid", "precision", "recall", "density", "coverage", "class_acc"}
+    assert res["floor"]["n"] == 40 and res["sampler"]["steps"] == 2 and res["sampler"]["cfg"] == 1.5
+    assert (run / "eval.json").is_file()
+
+
+def test_dry_run_prints_resolved_config(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", "teacher", "--data", "digits", "--dry-run", "method.dim=48")
+    assert code == 0
+    cfg = json.loads(out)
+    assert cfg["method"]["dim"] == 48 and cfg["method"]["name"] == "maskgit" and cfg["data"]["name"] == "digits"
+
+
+def test_tokenizer_then_teacher_on_idx_folder(tmp_path, capsys, fake_fashion_dir):
+    tok = tmp_path / "tok"
+    code, out, err = run_cli(capsys, "train", "tokenizer", "--data", "fashion_mnist", "--data-dir", fake_fashion_dir,
+                             "--out", tok, "train.steps=3", "train.batch_size=16", "method.channels=16",
+                             "method.codebook_size=16", "method.code_dim=8")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["grid"] == [7, 7] and "fid" in report["recon"] and "fid" in report["floor"]
+    assert (tok / "recon.png").is_file()
+    run = tmp_path / "t"
+    code, _, err = run_cli(capsys, "train", "teacher", "--data", "fashion_mnist", "--data-dir", fake_fashion_dir,
+                           "--tokenizer", tok, "--out", run, *TINY_TEACHER)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--steps", 2, "--out", tmp_path / "f.png")
+    assert code == 0, err
+
+
+def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digits_teacher):
+    out = tmp_path / "bench"
+    code, stdout, err = run_cli(capsys, "bench", "teacher", "--data", "digits", "--teacher", digits_teacher,
+                                "--out", out, "--n", 30, "--steps", "1,2")
+    assert code == 0, err
+    data = json.loads((out / "bench_teacher.json").read_text())
+    assert [(r["steps"], r["cfg"]) for r in data["results"]] == [(1, 1.0), (1, 2.0), (2, 1.0), (2, 2.0)]
+    assert all(r["samples_per_s"] > 0 for r in data["results"])
+    md = (out / "bench_teacher.md").read_text()
+    assert "| steps | CFG | FID |" in md and "Machine:" in md and "not Inception" in md
+    assert (out / "teacher_fid_vs_steps.png").is_file() and (out / "teacher_steps_grid.png").is_file()
+
+
+def test_synthetic_teacher_eval_uses_exact_metrics(tmp_path, capsys):
+    run = tmp_path / "s"
+    code, _, err = run_cli(capsys, "train", "teacher", "--data", "synthetic", "--out", run, *TINY_TEACHER)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 200, "--steps", 4)
+    assert code == 0, err
+    assert {"pair_kl", "nll_gap", "unigram_kl"} <= set(json.loads(out)["metrics"])
+
+
+def test_info_lists_registries(capsys):
+    code, out, _ = run_cli(capsys, "info")
+    assert code == 0 and "maskgit" in out and "fashion_mnist" in out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["train", "teacher", "--data", "digitz"], "unknown dataset 'digitz'"),
+    (["train", "teacher", "--data", "digits", "method.depht=2"], "unknown config key 'method.depht'"),
+    (["train", "teacher", "--data", "digits", "--config", "/nope.yaml"], "config file '/nope.yaml' does not exist"),
+    (["sample", "--run", "/no/such/run"], "'/no/such/run' does not exist"),
+    (["train", "teacher", "--data", "fashion_mnist", "--data-dir", "/tmp"], "apt-get install dataset-fashion-mnist"),
+    (["train", "teacher", "--data", "digits", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "teacher"], "the following arguments are required: --data"),
+])
+def test_bad_input_gives_one_line_error(capsys, argv, msg):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], err
+
+
+def test_sample_errors(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--classes", "3,12")
+    assert code == 2 and "out of range" in err
+    code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--r-init", 0.5)
+    assert code == 2 and "do not apply to 'maskgit'" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "eval", "--run", empty)
+    assert code == 2 and "holds no checkpoint" in err
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).parent / "fewstep"
+    res = subprocess.run([str(exe), "info"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "methods:" in res.stdout

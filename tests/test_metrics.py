@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from fewstep.metrics.distances import frechet_distance, kernel_distance, prdc
+
+
+def test_frechet_matches_scipy_reference():
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=g) @ torch.randn(6, 6, generator=g)
+    b = torch.randn(400, 6, generator=g) @ torch.randn(6, 6, generator=g) + 0.3
+    x, y = a.double().numpy(), b.double().numpy()
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    ref = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-8)
+
+
+def test_frechet_of_shifted_gaussians_is_the_squared_shift():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(200000, 3, generator=g)
+    b = torch.randn(200000, 3, generator=g) + torch.tensor([1.0, 2.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(5.0, abs=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_kid_is_unbiased_near_zero_for_same_distribution():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(2000, 8, generator=g), torch.randn(2000, 8, generator=g)
+    assert abs(kernel_distance(a, b)) < 0.01
+    assert kernel_distance(a, b + 1.0) > 0.5
+
+
+def test_prdc_extremes():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(300, 4, generator=g)
+    same = prdc(real, real.clone())
+    assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
+    far = prdc(real, real + 100.0)
+    assert far["precision"] == 0.0 and far["recall"] == 0.0 and far["coverage"] == 0.0
+    # mode collapse onto 10 real points: precision stays perfect, recall and coverage collapse
+    c = prdc(real, real[:10].repeat(30, 1))
+    assert c["precision"] == 1.0 and c["recall"] < 0.1 and c["coverage"] < 0.3
+
+
+def test_exact_metrics_on_true_samples():
+    from fewstep.data.synthetic import MarkovMixture
+    from fewstep.metrics.exact import exact_metrics
+
+    dist = MarkovMixture()
+    labels = torch.arange(20000) % dist.num_classes
+    m = exact_metrics(dist, dist.sample(labels, torch.Generator().manual_seed(0)), labels)
+    assert abs(m["nll_gap"]) < 0.1
+    assert m["pair_kl"] < 0.01 and m["unigram_kl"] < 0.002
+    uniform = torch.randint(0, dist.vocab_size, (20000, dist.length))
+    assert exact_metrics(dist, uniform, labels)["pair_kl"] > 0.3
+
+
+def test_evaluator_orders_real_noisy_and_shuffled_digits():
+    from fewstep.metrics.evaluator import get_evaluator
+
+    ev = get_evaluator("digits")
+    assert ev.test_accuracy > 0.95
+    ds = ev.dataset
+    floor = ev.real_floor()
+    g = torch.Generator().manual_seed(0)
+    noisy = (ds.test_images + 0.2 * torch.randn(ds.test_images.shape, generator=g)).clamp(0, 1)
+    shuffled = ds.test_images.flatten(1)[:, torch.randperm(64, generator=g)].view_as(ds.test_images)
+    fids = [floor["fid"], ev.metrics(noisy, ds.test_labels)["fid"], ev.metrics(shuffled, ds.test_labels)["fid"]]
+    assert fids[0] < fids[1] < fids[2]
+    assert floor["class_acc"] == pytest.approx(ev.test_accuracy, abs=1e-6)

@@ -1,0 +1,129 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from fewstep import checkpoint as ckpt_io
+from fewstep.errors import FewstepError
+from fewstep.methods.base import Method, Net, Phase, StepOut
+from fewstep.trainer import Trainer, TrainConfig
+
+from helpers import train_tiny_teacher
+
+
+def _losses(run_dir):
+    return {r["step"]: r["denoise/loss"] for r in map(json.loads, (run_dir / "stats.jsonl").read_text().splitlines())}
+
+
+def test_resume_gives_the_same_next_step_losses_bit_for_bit(tmp_path):
+    # dropout and label dropout are on, so RNG state, data cursor, optimizer and EMA all have to come back
+    straight = train_tiny_teacher(tmp_path / "a", steps=6, extra=["method.dropout=0.1", "train.ckpt_every=3"])
+    part = train_tiny_teacher(tmp_path / "b", steps=3, extra=["method.dropout=0.1", "train.ckpt_every=3"])
+    resumed = train_tiny_teacher(part, steps=6, extra=["method.dropout=0.1", "train.ckpt_every=3"])
+    a, b = _losses(straight), _losses(resumed)
+    assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
+    sa = ckpt_io.latest_checkpoint(straight)
+    sb = ckpt_io.latest_checkpoint(resumed)
+    for f in ("model.safetensors", "model_ema.safetensors"):
+        assert (sa / f).read_bytes() == (sb / f).read_bytes()
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run = train_tiny_teacher(tmp_path / "r", steps=2)
+    with pytest.raises(FewstepError, match="different method config"):
+        train_tiny_teacher(run, steps=4, extra=["method.dim=48"])
+
+
+def test_checkpoint_retention_and_latest_pointer(tmp_path):
+    run = train_tiny_teacher(tmp_path / "r", steps=6, extra=["train.ckpt_every=1", "train.keep_checkpoints=2"])
+    steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert steps == ["step_00000005", "step_00000006"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000006"
+    assert not list((run / "checkpoints").glob(".*tmp*"))
+
+
+def test_interrupted_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    run = train_tiny_teacher(tmp_path / "r", steps=2)
+    before = ckpt_io.latest_checkpoint(run)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_io, "write_json_atomic", boom)
+    with pytest.raises(OSError):
+        train_tiny_teacher(run, steps=3)
+    assert ckpt_io.latest_checkpoint(run) == before
+    assert not list((run / "checkpoints").glob(".*tmp*"))
+
+
+# ----------------------------------------------------------------------------- a toy method for the guard
+
+
+@dataclass
+class ToyConfig:
+    nan_from_step: int = 10**9
+
+
+class Toy(Method):
+    name = "toy"
+    Config = ToyConfig
+    needs_data = False
+
+    def build(self):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 1))
+        return {"net": Net(m, trainable=True, frozen=("0.",), ema=True)}
+
+    def phases(self):
+        return [Phase("fit", self.fit, trains=("net",))]
+
+    def fit(self, ctx):
+        out = ctx.net("net")(torch.arange(4)).sum()
+        if ctx.step >= self.cfg.nan_from_step:
+            out = out * float("nan")
+        return StepOut((out - 1.0) ** 2)
+
+
+def _toy_trainer(tmp_path, cfg, **train):
+    tc = TrainConfig(steps=train.pop("steps", 5), batch_size=1, warmup_steps=0, log_every=1, ckpt_every=2, **train)
+    return Trainer(Toy(cfg, None), tc, tmp_path, {"method": {"name": "toy"}, "data": {}, "train": {}})
+
+
+def test_frozen_parameters_stay_bit_identical(tmp_path):
+    tr = _toy_trainer(tmp_path, ToyConfig())
+    tr.fit()
+    net = tr.raw["net"]
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 1))
+    assert torch.equal(net[0].weight, ref[0].weight)  # frozen prefix "0."
+    assert not torch.equal(net[1].weight, ref[1].weight)  # trained
+
+
+def test_nan_guard_skips_bad_steps_then_stops_with_a_clear_error(tmp_path):
+    tr = _toy_trainer(tmp_path, ToyConfig(nan_from_step=3), steps=50, max_bad_steps=4)
+    with pytest.raises(FewstepError, match="4 consecutive non-finite"):
+        tr.fit()
+    # the weights never saw the NaN steps, and the last checkpoint holds those finite weights
+    assert torch.isfinite(tr.raw["net"][1].weight).all()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ckpt_io.latest_checkpoint(tmp_path) / "net.safetensors"))
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert torch.equal(saved["1.weight"], tr.raw["net"][1].weight)
+
+
+def test_ema_follows_the_warmup_formula(tmp_path):
+    from fewstep.ema import EMA
+
+    m = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(m.weight)
+    ema = EMA(m, decay=0.9, warmup=True)
+    expected = 0.0
+    for n in range(5):
+        m.weight.data.fill_(float(n + 1))
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * (n + 1)
+        ema.update(m)
+    assert abs(float(ema.module.weight) - expected) < 1e-6
