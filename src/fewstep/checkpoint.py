@@ -198,3 +198,20 @@ def read_checkpoint_json(ckpt: Path) -> tuple[dict, dict]:
     except (OSError, json.JSONDecodeError) as e:
         raise FewstepError(f"checkpoint '{ckpt}' is unreadable ({e.__class__.__name__}); pick another step") from None
     return config, meta
+
+
+def export_inference(run: str | Path, out: str | Path) -> Path:
+    """Copy what sampling needs (config, meta without optimizer/RNG state, EMA or live weights) to `out`."""
+    src = resolve_checkpoint(run)
+    config, meta = read_checkpoint_json(src)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FewstepError(f"'{out}' exists and is not empty; pick a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in config.get("trainable", []):
+        ema = src / f"{name}_ema.safetensors"
+        shutil.copyfile(ema if ema.is_file() else src / f"{name}.safetensors", out / f"{name}_ema.safetensors")
+    slim = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}
+    write_json_atomic(out / "config.json", config)
+    write_json_atomic(out / "meta.json", {**slim, "exported_from": str(src)})
+    return out

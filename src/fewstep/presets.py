@@ -4,9 +4,10 @@ from __future__ import annotations
 
 PRESETS: dict[tuple[str, str], dict] = {
     ("maskgit", "digits"): {
-        "method": {"dim": 192, "depth": 6, "heads": 6, "dropout": 0.1, "sample_steps": 16, "sample_cfg": 2.0},
+        "method": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.1, "sample_steps": 16, "sample_cfg": 1.25,
+                   "sample_cfg_ramp": "linear"},
         "train": {"steps": 6000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01,
-                  "ema_decay": 0.999, "ckpt_every": 1000},
+                  "lr_schedule": "cosine", "ema_decay": 0.999, "ckpt_every": 1000},
     },
     ("maskgit", "synthetic"): {
         "method": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0, "label_smoothing": 0.0},
@@ -31,3 +32,15 @@ PRESETS: dict[tuple[str, str], dict] = {
 
 def preset(method: str, dataset: str) -> dict:
     return PRESETS.get((method, dataset), {})
+
+PRESETS.update({
+    ("dimo", "digits"): {
+        "method": {"teacher_cfg": 2.0, "r_init": 0.6, "sigma_init": 0.1},
+        "train": {"steps": 600, "batch_size": 64, "lr": 1e-4, "warmup_steps": 50, "ema_decay": 0.99,
+                  "grad_clip": 1.0, "ckpt_every": 200, "log_every": 10},
+    },
+    ("dimo", "synthetic"): {
+        "train": {"steps": 300, "batch_size": 128, "lr": 2e-4, "warmup_steps": 20, "ema_decay": 0.99,
+                  "ckpt_every": 100},
+    },
+})

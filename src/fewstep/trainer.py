@@ -35,7 +35,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
-    warmup_steps: int = 100  # linear LR warm-up, then constant
+    warmup_steps: int = 100  # linear LR warm-up, then the schedule
+    lr_schedule: str = "constant"  # constant | cosine (decays to 10% of lr at the last step)
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
@@ -52,6 +53,8 @@ class TrainConfig:
             raise ValueError("steps must be >= 0, batch_size and grad_accum >= 1")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not '{self.precision}'")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, not '{self.lr_schedule}'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not '{self.device}'")
 
@@ -86,12 +89,15 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _accelerator(self):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
         if self.cfg.device == "cuda" and not torch.cuda.is_available():
             raise FewstepError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
         mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.precision]
-        return Accelerator(cpu=cpu, mixed_precision=mp)
+        # a phase may leave some trainable parameters unused (a GAN head when gan=false): let DDP accept that
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        return Accelerator(cpu=cpu, mixed_precision=mp, kwargs_handlers=[ddp])
 
     def _setup(self):
         acc = self.accelerator = self._accelerator()
@@ -126,11 +132,13 @@ class Trainer:
                 g["base_lr"] = net.lr or self.cfg.lr
             if net.ema:
                 self.emas[name] = EMA(module, self.cfg.ema_decay, self.cfg.ema_warmup)
-        self.stream = None
+        self.streams: dict[str, BatchStream] = {}
         if self.method.needs_data:
-            tensors = self.method.training_data()
-            self.stream = BatchStream(tensors, self.cfg.batch_size, self.cfg.seed,
-                                      acc.process_index, acc.num_processes, acc.device)
+            data = self.method.training_data()
+            named = data if all(isinstance(v, dict) for v in data.values()) else {"default": data}
+            for i, (sname, tensors) in enumerate(sorted(named.items())):
+                self.streams[sname] = BatchStream(tensors, self.cfg.batch_size, self.cfg.seed + 7 * i,
+                                                  acc.process_index, acc.num_processes, acc.device)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_config(self) -> dict:
@@ -154,7 +162,7 @@ class Trainer:
         if acc.is_main_process:
             trainable = [n for n, v in self.nets.items() if v.trainable]
             meta = {
-                "data_cursor": self.stream.cursor if self.stream else 0,
+                "data_cursors": {k: v.cursor for k, v in self.streams.items()},
                 "ema_updates": {n: e.num_updates for n, e in self.emas.items()},
                 "bad_steps": self.bad_steps,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -208,8 +216,9 @@ class Trainer:
         for name, ema in self.emas.items():
             ckpt_io.load_weights(ema.module, path / f"{name}_ema.safetensors")
             ema.num_updates = meta["ema_updates"][name]
-        if self.stream is not None:
-            self.stream.cursor = meta["data_cursor"]
+        for sname, cursor in meta.get("data_cursors", {}).items():
+            if sname in self.streams:
+                self.streams[sname].cursor = cursor
         self.bad_steps = meta.get("bad_steps", 0)
         rank = self.accelerator.process_index
         rng_file = path / f"rng_rank{rank}.safetensors"
@@ -224,6 +233,9 @@ class Trainer:
     def _set_lr(self, names: tuple[str, ...], step: int) -> float:
         w = self.cfg.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
+        if self.cfg.lr_schedule == "cosine" and step >= w:
+            progress_ = (step - w) / max(1, self.cfg.steps - w)
+            factor *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
         lr = 0.0
         for n in names:
             for g in self.optims[n].param_groups:
@@ -258,6 +270,9 @@ class Trainer:
         for name, net in self.nets.items():
             if net.trainable:
                 module = self.raw[name]
+                # a network this phase only uses (e.g. the critic inside the generator step) runs as a fixed
+                # function: no gradients into its weights, eval mode (no dropout)
+                module.train(name in trains)
                 train_set = dict(net.trainable_parameters())
                 for pname, p in module.named_parameters():
                     p.requires_grad_(name in trains and pname in train_set)
@@ -303,10 +318,11 @@ class Trainer:
                 logs[f"{phase.name}/grad_norm_{n}"] = v
             logs[f"{phase.name}/lr"] = lr
 
-    def _next_batch(self) -> dict[str, torch.Tensor]:
-        if self.stream is None:
-            raise RuntimeError(f"method '{self.method.name}' asked for data but declares needs_data=False")
-        return next(self.stream)
+    def _next_batch(self, stream: str = "default") -> dict[str, torch.Tensor]:
+        if stream not in self.streams:
+            raise RuntimeError(f"method '{self.method.name}' asked for data stream '{stream}'; it has "
+                               f"{sorted(self.streams) or 'none (needs_data=False)'}")
+        return next(self.streams[stream])
 
     def sampling_nets(self) -> dict[str, nn.Module]:
         return {n: (self.emas[n].module if n in self.emas else self.raw[n]) for n in self.nets}
@@ -334,7 +350,7 @@ class Trainer:
         for step in range(start, self.cfg.steps):
             logs: dict[str, float] = {}
             for phase in self.phase_list:
-                if step % phase.every == 0:
+                if phase.active(step):
                     self._run_phase(phase, step, logs)
             self.method.on_step_end(self.raw, step)
             done = step + 1

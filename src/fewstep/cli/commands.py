@@ -53,6 +53,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from fewstep.checkpoint import read_checkpoint_json, resolve_checkpoint
+
+    teacher = resolve_checkpoint(args.teacher)
+    t_config, _ = read_checkpoint_json(teacher)
+    root = teacher.parent.parent if teacher.parent.name == "checkpoints" else teacher
+    out = args.out or f"runs/{args.method}_{t_config['data']['name']}"
+    train_run(args.method, t_config["data"], out, args.config, args.overrides, args.fresh, args.dry_run,
+              extra_method={"teacher": str(root)})
+    if not args.dry_run:
+        say(f"done: {out}  (next: fewstep eval --run {out}; fewstep sample --run {out})")
+    return 0
+
+
 def tokenizer_report(run_dir: Path) -> dict:
     """Reconstruction quality of a VQ tokenizer on the test split: FID of reconstructions vs the train split."""
     from fewstep.checkpoint import write_json_atomic
@@ -164,6 +178,18 @@ def cmd_bench(args) -> int:
         from fewstep.bench.teacher import bench_teacher
 
         bench_teacher(args)
+    elif args.what == "dimo":
+        from fewstep.bench.dimo import bench_dimo
+
+        bench_dimo(args)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from fewstep.checkpoint import export_inference
+
+    out = export_inference(args.run, args.out)
+    say(f"exported {out}")
     return 0
 
 
@@ -188,5 +214,5 @@ def cmd_info(args) -> int:
 
 
 def dispatch(args) -> int:
-    return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "demo": cmd_demo, "info": cmd_info}[args.command](args)
+    return {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
+            "export": cmd_export, "demo": cmd_demo, "info": cmd_info}[args.command](args)

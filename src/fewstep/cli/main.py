@@ -27,12 +27,15 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gumbel-temp", type=float, help="confidence noise temperature (annealed to 0)")
     g.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
     g.add_argument("--schedule", choices=["arccos", "cosine", "linear"], help="mask schedule of the sampler")
+    g.add_argument("--solver", choices=["heun", "euler"], help="continuous teachers: ODE solver")
     g.add_argument("--r-init", type=float, help="one-step generators: initial [M] ratio")
     g.add_argument("--sigma-init", type=float, help="one-step generators: embedding noise")
 
 
+DISTILLERS = {"dimo": "Di[M]O: masked teacher -> one-step generator (arXiv 2503.15457)"}
+
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
-                "r_init", "sigma_init")
+                "r_init", "sigma_init", "solver")
 
 
 def sampler_options(args: argparse.Namespace) -> dict:
@@ -57,10 +60,22 @@ def build_parser() -> Parser:
     tr = sub.add_parser("train", help="train a teacher or a tokenizer")
     tr_sub = tr.add_subparsers(dest="what", required=True, parser_class=Parser)
     t = tr_sub.add_parser("teacher", help="masked-diffusion (MaskGIT) teacher")
-    t.add_argument("--kind", default="maskgit", choices=["maskgit"], help="teacher family")
+    t.add_argument("--kind", default="maskgit", choices=["maskgit", "edm"],
+                   help="maskgit: masked diffusion over tokens; edm: continuous (EDM) denoiser")
     add_train_flags(t)
     t = tr_sub.add_parser("tokenizer", help="VQ tokenizer for 28x28 images")
     add_train_flags(t)
+
+    ds = sub.add_parser("distill", help="distill a teacher run into a one-step / few-step generator")
+    ds_sub = ds.add_subparsers(dest="method", required=True, parser_class=Parser)
+    for name, desc in DISTILLERS.items():
+        t = ds_sub.add_parser(name, help=desc)
+        t.add_argument("--teacher", required=True, help="teacher run folder")
+        t.add_argument("--out", help="run folder (default runs/<method>_<data>); an existing run resumes")
+        t.add_argument("--config", help="YAML file with method/train sections")
+        t.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
+        t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method.beta=-0.2 train.steps=2000")
 
     s = sub.add_parser("sample", help="sample a grid (and optionally tokens) from a run")
     s.add_argument("--run", required=True, help="run folder or checkpoint folder")
@@ -93,6 +108,25 @@ def build_parser() -> Parser:
     bt.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     bt.add_argument("--cfg", type=float, help="guidance scale of the 'with CFG' rows (default: the teacher's)")
     bt.add_argument("--device", default="auto")
+
+    x = sub.add_parser("export", help="slim inference checkpoint: EMA weights + config, no optimizer state")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True)
+
+    bd = b_sub.add_parser("dimo", help="DiMO student vs teacher, speed, ablations")
+    bd.add_argument("--data", required=True)
+    bd.add_argument("--data-dir")
+    bd.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
+    bd.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
+    bd.add_argument("--student", help="an existing DiMO run to evaluate instead of distilling a new one")
+    bd.add_argument("--out", help="output folder (default runs/bench_dimo_<data>)")
+    bd.add_argument("--n", type=int, help="samples per setting (default: test split size)")
+    bd.add_argument("--repeats", type=int, default=1)
+    bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
+    bd.add_argument("--ablations", default="", help="comma-separated: r_init,divergence,sigma_init")
+    bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
+    bd.add_argument("--device", default="auto")
+    bd.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
     d.add_argument("--out", default="runs/demo")

@@ -27,7 +27,9 @@ class Dataset:
     test_tokens: torch.Tensor | None = None
     vocab_size: int | None = None  # of the native tokens
     token_grid: tuple[int, ...] | None = None  # (h, w) for images, (L,) for sequences
-    exact: Any = None  # a distribution with exact probabilities (synthetic only)
+    exact: Any = None  # a distribution with exact probabilities / scores (synthetic, ring2d)
+    train_points: torch.Tensor | None = None  # 2-D toy data (N, 2)
+    test_points: torch.Tensor | None = None
     default_tokenizer: str = "identity"
     notes: dict = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -40,13 +41,18 @@ class StepOut:
 
 @dataclass
 class Phase:
-    """One update of the networks in `trains`, run on steps where step % every == 0, `repeat` times."""
+    """One update of the networks in `trains`, `repeat` times, on steps in [start, stop) where step % every == 0."""
 
     name: str
     step: Callable[["StepContext"], StepOut]
     trains: tuple[str, ...]
     every: int = 1
     repeat: int = 1
+    start: int = 0
+    stop: int | None = None
+
+    def active(self, step: int) -> bool:
+        return step >= self.start and (self.stop is None or step < self.stop) and step % self.every == 0
 
 
 @dataclass
@@ -57,14 +63,14 @@ class StepContext:
     device: torch.device
     wrapped: dict[str, nn.Module]  # accelerate-prepared modules (DDP when distributed)
     raw: dict[str, nn.Module]  # the plain modules
-    next_batch: Callable[[], dict[str, torch.Tensor]]
+    next_batch: Callable[[str], dict[str, torch.Tensor]]
 
     def net(self, name: str) -> nn.Module:
         """The network to call: wrapped if this phase trains it (so DDP syncs grads), plain otherwise."""
         return self.wrapped[name] if name in self.phase.trains else self.raw[name]
 
-    def batch(self) -> dict[str, torch.Tensor]:
-        return self.next_batch()
+    def batch(self, stream: str = "default") -> dict[str, torch.Tensor]:
+        return self.next_batch(stream)
 
 
 class Method:
@@ -85,8 +91,12 @@ class Method:
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
-    def training_data(self) -> dict[str, torch.Tensor]:
-        """Tensors the trainer streams batches from (all of equal length), when needs_data is True."""
+    def training_data(self) -> dict[str, torch.Tensor] | dict[str, dict[str, torch.Tensor]]:
+        """Tensors the trainer streams batches from (all of equal length), when needs_data is True.
+
+        Either one stream {"x": .., "labels": ..} or named streams {"part0": {...}, "part1": {...}}
+        (ctx.batch(name)); each stream keeps its own resumable position.
+        """
         raise NotImplementedError
 
     def info(self) -> dict:
@@ -101,6 +111,14 @@ class Method:
                  **options: Any) -> torch.Tensor:
         """Samples for `labels`, one per seed (reproducible whatever the batch). Returns tokens or images."""
         raise NotImplementedError
+
+    @classmethod
+    def contract_setup(cls, workdir: Path) -> dict:
+        """A tiny experiment ({"data": .., "method": .., "train": ..} overrides) that runs in seconds on a CPU.
+
+        The method contract tests (tests/test_method_contract.py) run every registered method with it.
+        """
+        raise NotImplementedError(f"method '{cls.name}' must define contract_setup() for the contract tests")
 
     @classmethod
     def default_config(cls) -> Any:

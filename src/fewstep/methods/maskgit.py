@@ -111,6 +111,10 @@ class MaskGIT(Method):
 
     sampler_options = MASKED_SAMPLER_OPTIONS
 
+    @classmethod
+    def contract_setup(cls, workdir) -> dict:
+        return {"data": {"name": "digits"}, "method": {"dim": 32, "depth": 1, "heads": 2}}
+
     @staticmethod
     def generate(nets: dict[str, torch.nn.Module], info: dict, labels: torch.Tensor, seeds: list[int],
                  **opt: Any) -> torch.Tensor:

@@ -61,6 +61,11 @@ class VQTokenizerMethod(Method):
         used = idx.unique().numel()
         return StepOut(loss, {"mse": float(mse.detach()), "codes_used": used})
 
+    @classmethod
+    def contract_setup(cls, workdir) -> dict:
+        return {"data": {"name": "digits"}, "method": {"channels": 16, "downsample": 1, "codebook_size": 8,
+                                                     "code_dim": 4}}
+
     def info(self) -> dict:
         ds = self._dataset()
         return {"kind": "tokenizer", "dataset": ds.name, "grid": [ds.train_images.shape[-1] // 2 ** self.cfg.downsample] * 2,

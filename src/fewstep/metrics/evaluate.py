@@ -22,7 +22,7 @@ def balanced_labels(num_classes: int, n: int) -> torch.Tensor:
 
 def generate(run: Run, labels: torch.Tensor, seeds: list[int], batch_size: int = 500,
              **options) -> tuple[torch.Tensor, float]:
-    """Tokens for (labels, seeds) and the wall-clock seconds spent generating them."""
+    """Samples (tokens, images or points) for (labels, seeds) and the wall-clock seconds spent generating them."""
     if len(labels) != len(seeds):
         raise FewstepError(f"{len(labels)} labels but {len(seeds)} seeds")
     device = next(iter(run.nets.values())).parameters().__next__().device
@@ -40,9 +40,22 @@ def generate(run: Run, labels: torch.Tensor, seeds: list[int], batch_size: int =
     return torch.cat(out), t
 
 
+class ContinuousDecoder:
+    """Model space [-1, 1] -> images in [0, 1]; 2-D points have no image."""
+
+    def __init__(self, points: bool):
+        self.points = points
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor | None:
+        return None if self.points else ((x.float() + 1.0) / 2.0).clamp(0, 1)
+
+
 def decoder_for(run: Run):
+    """(dataset, decoder): decoder.decode(samples) -> images in [0, 1], or None when samples are not images."""
     info = run.info
     ds = load_dataset(info["dataset"], run.config["data"].get("data_dir"))
+    if info["kind"] in ("continuous", "points"):
+        return ds, ContinuousDecoder(info["kind"] == "points")
     return ds, tokenizer_from_spec(info["tokenizer"], ds)
 
 
@@ -53,16 +66,22 @@ def evaluate_run(run: Run, n: int | None = None, seed_offset: int = 0, batch_siz
     n = n or (len(ds.test_labels) if ds.exact is None else 10000)
     labels = balanced_labels(ds.num_classes, n)
     seeds = list(range(seed_offset, seed_offset + n))
-    tokens, gen_s = generate(run, labels, seeds, batch_size, **options)
+    samples, gen_s = generate(run, labels, seeds, batch_size, **options)
     result = {"n": n, "gen_seconds": gen_s, "gen_samples_per_s": n / max(gen_s, 1e-9)}
     if ds.exact is not None:
-        from fewstep.metrics.exact import exact_metrics
-
-        result["metrics"] = exact_metrics(ds.exact, tokens, labels)
         result["samples_per_s"] = result["gen_samples_per_s"]
+        if ds.train_points is not None:
+            from fewstep.data.toy2d import ring_metrics
+
+            result["metrics"] = ring_metrics(ds.exact, samples, labels, ds.test_points)
+            result["floor"] = ring_metrics(ds.exact, ds.test_points[:n], ds.test_labels[:n], ds.train_points[:n])
+        else:
+            from fewstep.metrics.exact import exact_metrics
+
+            result["metrics"] = exact_metrics(ds.exact, samples, labels)
         return result
     t0 = time.perf_counter()
-    images = tok.decode(tokens)
+    images = tok.decode(samples)
     dec_s = time.perf_counter() - t0
     result["samples_per_s"] = n / max(gen_s + dec_s, 1e-9)
     if evaluator is None:

@@ -6,6 +6,7 @@ from fewstep.errors import FewstepError
 from fewstep.models.base import SpecModule
 from fewstep.models.classifier import FeatureClassifier
 from fewstep.models.masked_transformer import MaskedTransformer
+from fewstep.models.unet import MLPDenoiser, UNetDenoiser
 from fewstep.models.vq import VQModel
 from fewstep.registry import lookup
 
@@ -13,6 +14,8 @@ MODELS: dict[str, type[SpecModule]] = {
     MaskedTransformer.model_type: MaskedTransformer,
     VQModel.model_type: VQModel,
     FeatureClassifier.model_type: FeatureClassifier,
+    UNetDenoiser.model_type: UNetDenoiser,
+    MLPDenoiser.model_type: MLPDenoiser,
 }
 
 

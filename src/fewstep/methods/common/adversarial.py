@@ -1,0 +1,61 @@
+"""GAN pieces shared by adversarial distillers: a head on a denoiser's bottleneck and non-saturating losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BottleneckHead(nn.Module):
+    """DMD2's discriminator head (§4.2): a small conv branch on the critic's bottleneck -> one logit.
+
+    Image features (B, C, h, w): GroupNorm-SiLU-conv(stride 2)-GroupNorm-SiLU-pool-linear.
+    Vector features (B, C) (2-D toy): linear-SiLU-linear.
+    """
+
+    def __init__(self, channels: int, spatial: bool):
+        super().__init__()
+        g = 8 if channels % 8 == 0 else 1
+        if spatial:
+            self.net = nn.Sequential(nn.GroupNorm(g, channels), nn.SiLU(),
+                                     nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+                                     nn.GroupNorm(g, channels), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(channels, 1))
+        else:
+            self.net = nn.Sequential(nn.SiLU(), nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1)
+
+
+class CriticWithHead(nn.Module):
+    """The fake-score denoiser and its GAN head, trained together in the critic phase.
+
+    forward() returns D_fake(x; sigma) and, when `gan_x` is given, the head's logits on it: one call per
+    step, so a DDP-wrapped critic syncs the gradients of both terms.
+    """
+
+    def __init__(self, denoiser: nn.Module, spatial: bool):
+        super().__init__()
+        self.denoiser = denoiser
+        self.head = BottleneckHead(denoiser.feature_channels, spatial)
+
+    def forward(self, x, sigma, labels, gan_x=None, gan_sigma=None, gan_labels=None):
+        d = self.denoiser(x, sigma, labels)
+        if gan_x is None:
+            return d
+        return d, self.logits(gan_x, gan_sigma, gan_labels)
+
+    def logits(self, x_noisy, sigma, labels) -> torch.Tensor:
+        _, feats = self.denoiser(x_noisy, sigma, labels, features=True)
+        return self.head(feats)
+
+
+def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: softplus(-D(G(z)))."""
+    return F.softplus(-fake_logits).mean()
+
+
+def discriminator_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()

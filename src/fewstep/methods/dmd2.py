@@ -1,0 +1,201 @@
+"""DMD2 (Yin et al., NeurIPS 2024): distribution matching + two time-scale updates + GAN, one or few steps.
+
+Networks: teacher (frozen EDM denoiser = real score), generator (teacher copy, run at sigma_max; EMA),
+critic = fake-score denoiser (teacher copy) with a GAN head on its bottleneck (§4.2).
+Generator phase (once per trainer step):
+  x = G(input)                          one step: input = sigma_max z; N steps: backward simulation (§4.3)
+  DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
+      g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
+  GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN)
+Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
+  lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
+The DM loss and the surrogate are shared with DiMO (methods/common/distribution_matching.py).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fewstep.data import load_dataset
+from fewstep.errors import FewstepError
+from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
+from fewstep.methods.common.adversarial import CriticWithHead, discriminator_gan_loss, generator_gan_loss
+from fewstep.methods.common.distribution_matching import surrogate_loss
+from fewstep.methods.edm import continuous_info, continuous_training_data
+from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
+from fewstep.samplers.gaussian import fewstep_sample, guided_denoise
+
+
+@dataclass
+class DMD2Config:
+    teacher: str = ""  # run folder of an EDM teacher (fewstep train teacher --kind edm)
+    teacher_cfg: float = 1.0  # guidance of the real score in the DM term (ImageNet recipe: none)
+    num_levels: int = 1000  # the Karras grid DM and critic noise levels are drawn from
+    dm_min: float = 0.02  # DM levels: [2%, 98%] of the grid (DMD §5, DreamFusion)
+    dm_max: float = 0.98
+    critic_updates: int = 5  # critic steps per generator step (dfake_gen_update_ratio)
+    gan: bool = True
+    gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
+    gan_weight_critic: float = 1e-2  # lambda_D
+    gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
+    backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
+    critic_lr: float | None = None  # None: train.lr
+
+    def __post_init__(self):
+        if self.gen_steps < 1 or self.critic_updates < 1:
+            raise ValueError("gen_steps and critic_updates must be >= 1")
+        if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
+            raise ValueError("need 0 <= dm_min < dm_max <= 1")
+
+
+class DMD2(Method):
+    name = "dmd2"
+    Config = DMD2Config
+    sampler_options = ()
+
+    # ------------------------------------------------------------------ setup
+    def _teacher(self):
+        if not hasattr(self, "_teacher_run"):
+            from fewstep.runs import load_run
+
+            if not self.cfg.teacher:
+                raise FewstepError(f"{self.name} needs a teacher: pass --teacher <EDM run folder>")
+            run = load_run(self.cfg.teacher)
+            if run.info.get("kind") not in ("continuous", "points") or "model" not in run.nets:
+                raise FewstepError(f"'{self.cfg.teacher}' is a {run.method_name} run, not a continuous (EDM) teacher; "
+                                   "train one with: fewstep train teacher --kind edm --data <dataset>")
+            self._teacher_run = run
+        return self._teacher_run
+
+    def _setup_grid(self) -> None:
+        run = self._teacher()
+        self.t_info = run.info
+        self.shape = tuple(run.info["shape"])
+        self.sigma_data = run.nets["model"].cfg.sigma_data
+        self.levels = karras_sigmas(self.cfg.num_levels).flip(0).float()  # ascending
+        n = self.cfg.gen_steps
+        top = self.cfg.num_levels - 1
+        self.gen_sigmas = [SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
+                                                      for k in range(n)]
+
+    def _student_nets(self, teacher) -> tuple[torch.nn.Module, torch.nn.Module]:
+        spatial = self.t_info["kind"] == "continuous"
+        return copy.deepcopy(teacher), CriticWithHead(copy.deepcopy(teacher), spatial)
+
+    def build(self) -> dict[str, Net]:
+        self._setup_grid()
+        teacher = self._teacher().nets["model"]
+        gen, critic = self._student_nets(teacher)
+        return {"teacher": Net(teacher), "generator": Net(gen, trainable=True, ema=True),
+                "critic": Net(critic, trainable=True, lr=self.cfg.critic_lr)}
+
+    def training_data(self) -> dict[str, torch.Tensor]:
+        return continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
+
+    def phases(self) -> list[Phase]:
+        return [Phase("generator", lambda ctx: self.generator_step(ctx, "generator", "critic"), trains=("generator",)),
+                Phase("critic", lambda ctx: self.critic_step(ctx, "critic", "generator"), trains=("critic",),
+                      repeat=self.cfg.critic_updates)]
+
+    # ------------------------------------------------------------------ pieces
+    def _level(self, b: int, lo: float, hi: float, device) -> torch.Tensor:
+        """sigma drawn uniformly over grid indices [lo T, hi T)."""
+        T = self.cfg.num_levels
+        i = torch.randint(int(lo * T), max(int(lo * T) + 1, int(hi * T)), (b,), device=device)
+        return self.levels.to(device)[i]
+
+    def generator_input(self, gen, labels: torch.Tensor, real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_k, sigma_k) the generator is trained on this step (§4.3 backward simulation for N > 1 steps)."""
+        b, device = labels.shape[0], labels.device
+        sig = self.gen_sigmas
+        x = torch.randn(b, *self.shape, device=device) * sig[0]
+        k = int(torch.randint(0, len(sig), ()))  # one step index per iteration, shared by the batch
+        if k == 0:
+            return x, torch.full((b,), sig[0], device=device)
+        if self.cfg.backward_simulation:
+            with torch.no_grad():  # the generator's own inference-time rollout, no gradient through it
+                for j in range(k):
+                    x0 = gen(x, torch.full((b,), sig[j], device=device), labels)
+                    x = x0 + sig[j + 1] * torch.randn_like(x0)
+        else:
+            x = real + sig[k] * torch.randn_like(real)
+        return x, torch.full((b,), sig[k], device=device)
+
+    def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|."""
+        sigma = self._level(x.shape[0], self.cfg.dm_min, self.cfg.dm_max, x.device)
+        with torch.no_grad():
+            x_t = x + expand(sigma, x) * torch.randn_like(x)
+            d_real = guided_denoise(ctx.net("teacher"), x_t, sigma, y, self.cfg.teacher_cfg, self.t_info["null_class"])
+            d_fake = ctx.net(critic_name)(x_t, sigma, y)
+            p_real, p_fake = x - d_real, x - d_fake
+            w = p_real.abs().mean(dim=tuple(range(1, x.dim())), keepdim=True)
+            return (p_real - p_fake) / w
+
+    def generator_step(self, ctx: StepContext, gen_name: str, critic_name: str, stream: str = "default") -> StepOut:
+        batch = ctx.batch(stream)
+        y = batch["labels"]
+        x_in, s_in = self.generator_input(ctx.net(gen_name), y, batch["x"])
+        x = ctx.net(gen_name)(x_in, s_in, y)
+        g = self.dm_grad(ctx, critic_name, x.detach(), y)
+        loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
+        loss, logs = loss_dm, {"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())}
+        if self.cfg.gan:
+            sigma = self._level(x.shape[0], 0.0, 1.0, x.device)
+            logits = ctx.net(critic_name).logits(x + expand(sigma, x) * torch.randn_like(x), sigma, y)
+            loss_g = generator_gan_loss(logits)
+            loss = loss + self.cfg.gan_weight_gen * loss_g
+            logs["gan_g"] = float(loss_g.detach())
+        return StepOut(loss, logs)
+
+    def critic_step(self, ctx: StepContext, critic_name: str, gen_name: str, stream: str = "default") -> StepOut:
+        batch = ctx.batch(stream)
+        y, real = batch["labels"], batch["x"]
+        with torch.no_grad():
+            x_in, s_in = self.generator_input(ctx.net(gen_name), y, real)
+            fake = ctx.net(gen_name)(x_in, s_in, y)
+        b = fake.shape[0]
+        sigma = self._level(b, 0.0, 1.0, fake.device)
+        x_noisy = fake + expand(sigma, fake) * torch.randn_like(fake)
+        if not self.cfg.gan:
+            d = ctx.net(critic_name)(x_noisy, sigma, y)
+        else:  # fake and real, each noised to its own level (diffusion GAN), through the same forward call
+            s_gan = self._level(2 * b, 0.0, 1.0, fake.device)
+            both = torch.cat([fake, real])
+            gan_x = both + expand(s_gan, both) * torch.randn_like(both)
+            d, logits = ctx.net(critic_name)(x_noisy, sigma, y, gan_x=gan_x, gan_sigma=s_gan, gan_labels=torch.cat([y, y]))
+            lf, lr = logits[:b], logits[b:]
+        loss_fake = (expand(loss_weight(sigma, self.sigma_data), fake) * (d - fake) ** 2).mean()
+        loss, logs = loss_fake, {"denoise": float(loss_fake.detach())}
+        if self.cfg.gan:
+            loss_d = discriminator_gan_loss(lr, lf)
+            loss = loss + self.cfg.gan_weight_critic * loss_d
+            logs.update({"gan_d": float(loss_d.detach()), "d_real": float(torch.sigmoid(lr.detach()).mean()),
+                         "d_fake": float(torch.sigmoid(lf.detach()).mean())})
+        return StepOut(loss, logs)
+
+    # ------------------------------------------------------------------ runs
+    def info(self) -> dict:
+        run = self._teacher()
+        return {**continuous_info(load_dataset(self.data_cfg.name, self.data_cfg.data_dir)),
+                "teacher": str(run.path), "teacher_sampler": run.info.get("sampler", {}),
+                "gen_sigmas": self.gen_sigmas, "sampler": {}}
+
+    @classmethod
+    def contract_setup(cls, workdir) -> dict:
+        from fewstep.cli.commands import train_run
+
+        teacher = train_run("edm", {"name": "digits"}, str(workdir / "teacher"),
+                            overrides=["method.channels=[8,16]", "method.emb_dim=16", "train.steps=2",
+                                       "train.batch_size=8"])
+        return {"data": {"name": "digits"}, "method": {"teacher": str(teacher), "critic_updates": 2,
+                                                       "gen_steps": 2}}
+
+    @staticmethod
+    def generate(nets: dict[str, torch.nn.Module], info: dict, labels: torch.Tensor, seeds: list[int],
+                 **opt: Any) -> torch.Tensor:
+        return fewstep_sample(nets["generator"], labels, seeds, tuple(info["shape"]), info["gen_sigmas"])

@@ -1,0 +1,147 @@
+"""MSD: Multi-Student Distillation (Song, Lorraine, Nie, Kreis, Lucas; arXiv 2410.23274, ICML 2025).
+
+K one-step students, each distilled with DMD2 on its own disjoint set of classes (sequential class ranges,
+the paper's best partition, Table 3); sampling routes each class to the one student that owns it, so a
+sample still costs one forward pass of one student. Same-size students start as teacher copies. Smaller
+students (`student_channels`) are first trained by Teacher Score Matching (TSM, §3.3):
+lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
+for `tsm_steps` steps, before the DM(+GAN) stage. Each student has its own critic and GAN head
+(teacher-sized), and its own stream of real images of its classes.
+There is no official code; this follows the paper's description.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fewstep.data import load_dataset
+from fewstep.methods.base import Net, Phase, StepContext, StepOut
+from fewstep.methods.dmd2 import DMD2, DMD2Config
+from fewstep.methods.edm import continuous_training_data
+from fewstep.models.unet import MLPDenoiser, UNetDenoiser
+from fewstep.processes.gaussian import expand, loss_weight, sample_sigma
+from fewstep.samplers.gaussian import fewstep_sample
+
+
+@dataclass
+class MSDConfig(DMD2Config):
+    students: int = 4
+    student_channels: tuple[int, ...] | None = None  # None: teacher-sized students (copies); else smaller UNets
+    tsm_steps: int = 0  # TSM pre-training steps for smaller students (required when student_channels is set)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.students < 1:
+            raise ValueError("students must be >= 1")
+        if self.student_channels is not None and self.tsm_steps < 1:
+            raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
+
+
+def partition_classes(num_classes: int, k: int) -> list[list[int]]:
+    """k contiguous, disjoint class ranges covering all classes, sizes differing by at most one."""
+    if k > num_classes:
+        raise ValueError(f"{k} students for {num_classes} classes: each student needs at least one class")
+    sizes = [num_classes // k + (1 if i < num_classes % k else 0) for i in range(k)]
+    out, start = [], 0
+    for s in sizes:
+        out.append(list(range(start, start + s)))
+        start += s
+    return out
+
+
+def route(labels: torch.Tensor, partition: list[list[int]]) -> torch.Tensor:
+    """Student index of every label."""
+    owner = torch.full((max(max(p) for p in partition) + 1,), -1, dtype=torch.long)
+    for k, classes in enumerate(partition):
+        owner[classes] = k
+    return owner.to(labels.device)[labels]
+
+
+class MSD(DMD2):
+    name = "msd"
+    Config = MSDConfig
+
+    @property
+    def partition(self) -> list[list[int]]:
+        return partition_classes(self._teacher().info["num_classes"], self.cfg.students)
+
+    def _small_student(self, teacher) -> torch.nn.Module:
+        cfg = copy.deepcopy(teacher.cfg)
+        if isinstance(teacher, MLPDenoiser):
+            cfg.hidden = int(self.cfg.student_channels[0])
+            return MLPDenoiser(cfg)
+        cfg.channels = tuple(int(c) for c in self.cfg.student_channels)
+        return UNetDenoiser(cfg)
+
+    def build(self) -> dict[str, Net]:
+        self._setup_grid()
+        teacher = self._teacher().nets["model"]
+        nets = {"teacher": Net(teacher)}
+        for k in range(self.cfg.students):
+            gen, critic = self._student_nets(teacher)
+            if self.cfg.student_channels is not None:
+                gen = self._small_student(teacher)
+            nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
+            nets[f"critic{k}"] = Net(critic, trainable=True, lr=self.cfg.critic_lr)
+        return nets
+
+    def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
+        data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
+        streams = {}
+        for k, classes in enumerate(self.partition):
+            keep = torch.isin(data["labels"], torch.tensor(classes))
+            streams[f"part{k}"] = {key: v[keep] for key, v in data.items()}
+        return streams
+
+    def phases(self) -> list[Phase]:
+        tsm = self.cfg.tsm_steps if self.cfg.student_channels is not None else 0
+        out = []
+        for k in range(self.cfg.students):
+            g, c, s = f"generator{k}", f"critic{k}", f"part{k}"
+            if tsm:
+                out.append(Phase(f"tsm{k}", lambda ctx, g=g, s=s: self.tsm_step(ctx, g, s), trains=(g,), stop=tsm))
+            out.append(Phase(f"generator{k}", lambda ctx, g=g, c=c, s=s: self.generator_step(ctx, g, c, s),
+                             trains=(g,), start=tsm))
+            out.append(Phase(f"critic{k}", lambda ctx, g=g, c=c, s=s: self.critic_step(ctx, c, g, s), trains=(c,),
+                             repeat=self.cfg.critic_updates, start=tsm))
+        return out
+
+    def tsm_step(self, ctx: StepContext, gen_name: str, stream: str) -> StepOut:
+        """Teacher Score Matching: regress the student denoiser onto the teacher's denoiser on noised real data."""
+        batch = ctx.batch(stream)
+        x, y = batch["x"], batch["labels"]
+        sigma = sample_sigma(len(x), device=x.device)
+        x_t = x + expand(sigma, x) * torch.randn_like(x)
+        with torch.no_grad():
+            target = ctx.net("teacher")(x_t, sigma, y)
+        pred = ctx.net(gen_name)(x_t, sigma, y)
+        return StepOut((expand(loss_weight(sigma, self.sigma_data), x) * (pred - target) ** 2).mean())
+
+    def info(self) -> dict:
+        return {**super().info(), "partition": self.partition, "students": self.cfg.students}
+
+    @classmethod
+    def contract_setup(cls, workdir) -> dict:
+        setup = DMD2.contract_setup(workdir)
+        setup["method"].update({"students": 2, "student_channels": [8, 8], "tsm_steps": 1, "gen_steps": 1})
+        return setup
+
+    @staticmethod
+    def generate(nets: dict[str, torch.nn.Module], info: dict, labels: torch.Tensor, seeds: list[int],
+                 **opt: Any) -> torch.Tensor:
+        owner = route(labels, info["partition"])
+        out = None
+        for k in range(len(info["partition"])):
+            rows = (owner == k).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            x = fewstep_sample(nets[f"generator{k}"], labels[rows], [seeds[int(i)] for i in rows],
+                               tuple(info["shape"]), info["gen_sigmas"])
+            if out is None:
+                out = torch.empty(len(labels), *x.shape[1:], dtype=x.dtype, device=x.device)
+            out[rows] = x
+        return out

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from fewstep.experiment import build_experiment
+from fewstep.methods.base import StepContext
+from fewstep.methods.common.distribution_matching import divergence_logit_grad
+from fewstep.samplers.masked import guided_logits
+
+from helpers import train_tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def dimo_parts(tmp_path_factory):
+    teacher = train_tiny_teacher(tmp_path_factory.mktemp("dimo_t") / "t", steps=5)
+    exp = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", "method.beta=0.3",
+                                                              "method.teacher_cfg=1.7"])
+    nets = {k: v.module for k, v in exp.method.build().items()}
+    for m in nets.values():
+        m.eval()
+    nets["generator"].requires_grad_(True)  # the trainer does this for the phase that trains it
+    return exp.method, nets
+
+
+@pytest.mark.parametrize("normalization", ["sum", "mean"])
+def test_generator_gradient_is_g_at_masked_positions_and_zero_elsewhere(dimo_parts, monkeypatch, normalization):
+    import fewstep.methods.dimo as dimo_mod
+
+    method, nets = dimo_parts
+    method.cfg.normalization = normalization
+    seen = {}
+    real_mask = dimo_mod.forward_mask
+
+    def recording_mask(x, schedule, mask_id):
+        x_t, mask = real_mask(x, schedule, mask_id)
+        seen["x_t"], seen["mask"] = x_t, mask
+        return x_t, mask
+
+    real_net = nets["generator"]
+
+    def recording_generator(*a, **k):
+        z = real_net(*a, **k)
+        z.retain_grad()
+        seen["z"] = z
+        return z
+
+    monkeypatch.setattr(dimo_mod, "forward_mask", recording_mask)
+    wrapped = dict(nets, generator=recording_generator)
+    ctx = StepContext(step=0, phase=method.phases()[0], batch_size=6, device=torch.device("cpu"),
+                      wrapped=wrapped, raw=wrapped, next_batch=lambda: {})
+    torch.manual_seed(0)
+    out = method.generator_step(ctx)
+    out.loss.backward()
+    z, x_t, mask = seen["z"], seen["x_t"], seen["mask"]
+    # recompute g independently from the teacher (with CFG) and the aux model at the same x_t
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (6,))  # first draw of the generator step
+    with torch.no_grad():
+        zt = guided_logits(nets["teacher"], x_t, y, 1.7, 10)
+        za = nets["aux"](x_t, y)
+        g = divergence_logit_grad(zt, za, "jeffrey", beta=0.3)
+    scale = 1 / 6 if normalization == "sum" else (1 / (6 * mask.sum(1).float()))[:, None, None]
+    expected = g * mask[..., None] * scale
+    assert torch.allclose(z.grad, expected, atol=1e-7)
+    assert (z.grad[~mask] == 0).all() and z.grad[mask].abs().sum() > 0
+
+
+def test_config_errors():
+    from fewstep.errors import FewstepError
+
+    with pytest.raises(FewstepError, match="unknown divergence 'klf'"):
+        build_experiment("dimo", {"name": "digits"}, None, ["method.divergence=klf"])
+    with pytest.raises(FewstepError, match="normalization must be"):
+        build_experiment("dimo", {"name": "digits"}, None, ["method.normalization=avg"])
+    exp = build_experiment("dimo", {"name": "digits"}, None, [])
+    with pytest.raises(FewstepError, match="DiMO needs a teacher"):
+        exp.method.build()
