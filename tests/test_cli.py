@@ -69,7 +69,7 @@ def test_tokenizer_then_teacher_on_idx_folder(tmp_path, capsys, fake_fashion_dir
 def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digits_teacher):
     out = tmp_path / "bench"
     code, stdout, err = run_cli(capsys, "bench", "teacher", "--data", "digits", "--teacher", digits_teacher,
-                                "--out", out, "--n", 30, "--steps", "1,2")
+                                "--out", out, "--n", 30, "--steps", "1,2", "--cfg", 2.0)
     assert code == 0, err
     data = json.loads((out / "bench_teacher.json").read_text())
     assert [(r["steps"], r["cfg"]) for r in data["results"]] == [(1, 1.0), (1, 2.0), (2, 1.0), (2, 2.0)]

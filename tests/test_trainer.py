@@ -10,18 +10,45 @@ from fewstep.errors import FewstepError
 from fewstep.methods.base import Method, Net, Phase, StepOut
 from fewstep.trainer import Trainer, TrainConfig
 
-from helpers import train_tiny_teacher
+from helpers import TINY_TEACHER, train_tiny_teacher
+
+TINY = [o for o in TINY_TEACHER if not o.startswith("train.steps")]
 
 
 def _losses(run_dir):
     return {r["step"]: r["denoise/loss"] for r in map(json.loads, (run_dir / "stats.jsonl").read_text().splitlines())}
 
 
-def test_resume_gives_the_same_next_step_losses_bit_for_bit(tmp_path):
-    # dropout and label dropout are on, so RNG state, data cursor, optimizer and EMA all have to come back
-    straight = train_tiny_teacher(tmp_path / "a", steps=6, extra=["method.dropout=0.1", "train.ckpt_every=3"])
-    part = train_tiny_teacher(tmp_path / "b", steps=3, extra=["method.dropout=0.1", "train.ckpt_every=3"])
-    resumed = train_tiny_teacher(part, steps=6, extra=["method.dropout=0.1", "train.ckpt_every=3"])
+def test_resume_after_a_crash_gives_the_same_next_step_losses_bit_for_bit(tmp_path):
+    """Dropout, label dropout and a cosine LR schedule are on, so RNG state, data cursor, optimizer, EMA and
+    the step all have to come back exactly."""
+    from fewstep.experiment import build_experiment
+
+    over = TINY + ["train.steps=6", "train.ckpt_every=3", "method.dropout=0.1", "train.lr_schedule=cosine"]
+
+    def crash_at_3(state):
+        if state.step == 3:
+            raise RuntimeError("simulated crash")
+
+    exp = build_experiment("maskgit", {"name": "digits"}, None, over)
+    Trainer(exp.method, exp.train, tmp_path / "a", exp.record, show_progress=False).fit()
+    exp = build_experiment("maskgit", {"name": "digits"}, None, over)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(exp.method, exp.train, tmp_path / "b", exp.record, hooks=[(1, crash_at_3)], show_progress=False).fit()
+    exp = build_experiment("maskgit", {"name": "digits"}, None, over)
+    Trainer(exp.method, exp.train, tmp_path / "b", exp.record, show_progress=False).fit()
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
+    for f in ("model.safetensors", "model_ema.safetensors", "model_optim.safetensors"):
+        pa, pb = ckpt_io.latest_checkpoint(tmp_path / "a"), ckpt_io.latest_checkpoint(tmp_path / "b")
+        assert (pa / f).read_bytes() == (pb / f).read_bytes()
+
+
+def test_extending_a_finished_run_continues_it_exactly(tmp_path):
+    extra = ["method.dropout=0.1", "train.ckpt_every=3", "train.lr_schedule=constant"]
+    straight = train_tiny_teacher(tmp_path / "a", steps=6, extra=extra)
+    part = train_tiny_teacher(tmp_path / "b", steps=3, extra=extra)
+    resumed = train_tiny_teacher(part, steps=6, extra=extra)
     a, b = _losses(straight), _losses(resumed)
     assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
     sa = ckpt_io.latest_checkpoint(straight)

@@ -205,6 +205,9 @@ class Trainer:
             return 0
         config, meta = ckpt_io.read_checkpoint_json(path)
         self._check_compatible(config)
+        if self.cfg.lr_schedule == "cosine" and config.get("train", {}).get("steps") != self.cfg.steps:
+            say(f"note: train.steps changed from {config['train']['steps']} to {self.cfg.steps}; the cosine LR "
+                "schedule is recomputed for the new length")
         for name in self.optims:
             ckpt_io.load_weights(self.raw[name], path / f"{name}.safetensors")
             from safetensors.torch import load_file
@@ -361,14 +364,14 @@ class Trainer:
             bar.update(1)
             if done % self.cfg.log_every == 0 or done == self.cfg.steps:
                 log.write({"step": done, "time": round(timer.elapsed(), 3), **logs})
+            if done % self.cfg.ckpt_every == 0 or done == self.cfg.steps:
+                self.save(done)
             state = None
-            for every, hook in self.hooks:
+            for every, hook in self.hooks:  # after saving: a failing hook never costs a checkpoint
                 if every > 0 and (done % every == 0 or done == self.cfg.steps):
                     state = state or TrainState(done, self.run_dir, self.method, self.sampling_nets(), self.raw,
                                                 logs, acc.is_main_process)
                     hook(state)
-            if done % self.cfg.ckpt_every == 0 or done == self.cfg.steps:
-                self.save(done)
         bar.close()
         if start >= self.cfg.steps and ckpt_io.latest_checkpoint(self.run_dir) is None:
             self.save(start)

@@ -1,0 +1,186 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fewstep.data.toy2d import GaussianRing, ring_metrics
+from fewstep.methods.base import Phase, StepContext
+from fewstep.methods.dmd2 import DMD2, DMD2Config
+from fewstep.methods.msd import partition_classes, route
+from fewstep.processes.gaussian import karras_sigmas
+from fewstep.samplers.gaussian import edm_sample
+from fewstep.tokenizers import DataConfig
+
+
+class ExactDenoiser(nn.Module):
+    """D(x; sigma) of a (shifted) Gaussian ring, class-conditional; null class 8 = the whole mixture."""
+
+    def __init__(self, ring, shift=(0.0, 0.0)):
+        super().__init__()
+        self.ring = copy.deepcopy(ring)
+        self.ring.means = self.ring.means + torch.tensor(shift, dtype=torch.float64)
+        self.calls = 0
+
+    def forward(self, x, sigma, labels, **_):
+        self.calls += 1
+        out = torch.empty_like(x)
+        for s in sigma.unique():
+            rows = sigma == s
+            lab = labels[rows]
+            cond = self.ring.denoised(x[rows], float(s), lab.clamp(max=7))
+            unc = self.ring.denoised(x[rows], float(s), None)
+            out[rows] = torch.where((lab == 8)[:, None], unc, cond)
+        return out
+
+
+def _bare_dmd2(**cfg):
+    m = DMD2(DMD2Config(**cfg), DataConfig(name="ring2d"))
+    m.levels = karras_sigmas(1000).flip(0).float()
+    m.t_info = {"null_class": 8}
+    return m
+
+
+def _ctx(nets):
+    return StepContext(0, Phase("probe", None, trains=()), 0, torch.device("cpu"), nets, nets, lambda s: {})
+
+
+def test_dm_gradient_is_zero_when_critic_equals_teacher():
+    ring = GaussianRing()
+    m = _bare_dmd2()
+    x, y = ring.sample(torch.arange(64) % 8) + 0.3, torch.arange(64) % 8
+    g = m.dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": ExactDenoiser(ring)}), "critic", x, y)
+    assert g.abs().max() < 1e-6
+
+
+def test_dm_gradient_points_along_the_score_difference():
+    """g = (D_fake - D_real) / W = sigma^2 (s_fake - s_real) / W: the generator moves along s_real - s_fake."""
+    ring = GaussianRing()
+    fake = ExactDenoiser(ring, shift=(0.5, -0.3))
+    m = _bare_dmd2()
+    torch.manual_seed(0)
+    x, y = ring.sample(torch.arange(256) % 8), torch.arange(256) % 8
+    # fix the noise level so the analytic scores can be evaluated at the same x_t
+    m._level = lambda b, lo, hi, device: torch.full((b,), 0.7)
+    torch.manual_seed(1)
+    g = m.dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": fake}), "critic", x, y)
+    torch.manual_seed(1)
+    x_t = x + 0.7 * torch.randn_like(x)
+    diff = fake.ring.score(x_t, 0.7, y) - ring.score(x_t, 0.7, y)
+    cos = torch.nn.functional.cosine_similarity(g, diff, dim=1)
+    assert (cos > 0.999).all()
+
+
+def test_backward_simulation_feeds_the_generators_own_rollout():
+    m = _bare_dmd2(gen_steps=4)
+    m.shape, m.gen_sigmas = (2,), [80.0, 2.5, 0.6, 0.1]
+    calls = []
+
+    def gen(x, sigma, labels):
+        assert not torch.is_grad_enabled()  # the rollout carries no gradient
+        out = 0.5 * x + 1.0
+        calls.append((x.clone(), float(sigma[0]), out.clone()))
+        return out
+
+    real = torch.full((16, 2), 100.0)
+    seen_k = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        calls.clear()
+        x_k, s_k = m.generator_input(gen, torch.zeros(16, dtype=torch.long), real)
+        k = len(calls)
+        seen_k.add(k)
+        assert float(s_k[0]) == pytest.approx(m.gen_sigmas[k]) and not x_k.requires_grad
+        for j in range(1, k):  # each rollout input = previous output re-noised to the next level
+            prev_out, (x_in, s, _) = calls[j - 1][2], calls[j]
+            assert s == pytest.approx(m.gen_sigmas[j])
+            assert 0.3 < float(((x_in - prev_out) / s).std()) < 2.5
+        if k:
+            assert (x_k - calls[-1][2]).abs().mean() < 3 * m.gen_sigmas[k]  # built from the rollout...
+            assert (x_k - real).abs().mean() > 50  # ...not from real data
+    assert seen_k == {0, 1, 2, 3}
+
+
+def test_without_backward_simulation_inputs_are_noised_real_data():
+    m = _bare_dmd2(gen_steps=4, backward_simulation=False)
+    m.shape, m.gen_sigmas = (2,), [80.0, 2.5, 0.6, 0.1]
+    real = torch.full((4096, 2), 100.0)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        x_k, s_k = m.generator_input(lambda *a: pytest.fail("generator must not run"), torch.zeros(4096).long(), real)
+        if float(s_k[0]) < 80.0:
+            assert abs(float(((x_k - real) / s_k[0]).std()) - 1.0) < 0.05
+
+
+def test_msd_partition_and_routing():
+    for classes, k in [(10, 1), (10, 2), (10, 4), (8, 4), (10, 10)]:
+        parts = partition_classes(classes, k)
+        flat = sorted(c for p in parts for c in p)
+        assert flat == list(range(classes)) and len(parts) == k
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        owner = route(torch.arange(classes), parts)
+        for c in range(classes):  # every class goes to exactly the one student that owns it
+            assert [i for i, p in enumerate(parts) if c in p] == [int(owner[c])]
+    with pytest.raises(ValueError):
+        partition_classes(3, 4)
+
+
+def test_edm_heun_sampler_with_exact_denoiser_recovers_the_ring():
+    ring = GaussianRing()
+    net = ExactDenoiser(ring)
+    labels = torch.arange(800) % 8
+    x = edm_sample(net, labels, list(range(800)), (2,), steps=35, solver="heun", null_class=8)
+    ref = ring.sample(torch.arange(4000) % 8, torch.Generator().manual_seed(0))
+    m = ring_metrics(ring, x, labels, ref)
+    assert m["precision"] > 0.97 and m["class_acc"] > 0.97 and m["modes_hit"] == 8 and m["energy"] < 0.01
+    assert net.calls == 2 * 35 - 1  # Heun: two evaluations per step except the last
+    # unconditional, one Euler step lands on the mixture mean, between the modes
+    null = torch.full_like(labels, 8)
+    one = edm_sample(ExactDenoiser(ring), null, list(range(800)), (2,), steps=1, solver="euler", null_class=8)
+    assert ring_metrics(ring, one, labels, ref)["precision"] < 0.05
+
+
+def _trainer(tmp_path, *over):
+    from fewstep.experiment import build_experiment
+    from fewstep.trainer import Trainer
+
+    setup = DMD2.contract_setup(tmp_path)
+    exp = build_experiment("dmd2", setup["data"], None,
+                           [f"method.teacher={setup['method']['teacher']}", "train.batch_size=8", "train.lr=1e-2",
+                            "train.warmup_steps=0", "method.critic_updates=1", *over])
+    tr = Trainer(exp.method, exp.train, tmp_path / "run", exp.record, show_progress=False)
+    tr._setup()
+    tr.bad_steps = 0
+    return tr
+
+
+def _changed(before, tr):
+    return {n: [k for k, v in tr.raw[n].state_dict().items() if not torch.equal(v, before[n][k])] for n in tr.raw}
+
+
+def test_each_phase_changes_only_its_networks_and_gan_reaches_the_right_ones(tmp_path):
+    tr = _trainer(tmp_path, "method.gan_weight_gen=1.0", "method.gan_weight_critic=1.0")
+    gen_phase, critic_phase = tr.phase_list
+    snap = lambda: {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in tr.raw.items()}  # noqa: E731
+    before = snap()
+    tr._run_phase(gen_phase, 0, {})
+    ch = _changed(before, tr)
+    assert ch["generator"] and not ch["critic"] and not ch["teacher"]
+    before = snap()
+    tr._run_phase(critic_phase, 0, {})
+    ch = _changed(before, tr)
+    assert not ch["generator"] and not ch["teacher"]
+    assert any(k.startswith("head.") for k in ch["critic"]) and any(k.startswith("denoiser.") for k in ch["critic"])
+
+
+def test_gan_term_reaches_the_generator_only_when_enabled(tmp_path):
+    def gen_update(gan):
+        torch.manual_seed(0)
+        tr = _trainer(tmp_path / str(gan), f"method.gan={gan}", "method.gan_weight_gen=10.0")
+        w0 = {k: v.clone() for k, v in tr.raw["generator"].state_dict().items()}
+        torch.manual_seed(1)
+        tr._run_phase(tr.phase_list[0], 0, {})
+        return {k: v - w0[k] for k, v in tr.raw["generator"].state_dict().items()}
+
+    with_gan, without = gen_update(True), gen_update(False)
+    assert any(not torch.allclose(with_gan[k], without[k]) for k in with_gan)
