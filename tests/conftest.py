@@ -11,7 +11,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if not os.environ.get("FEWSTEP_THREADS"):  # fewstep/__init__ applies FEWSTEP_THREADS when set
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -69,7 +69,7 @@ def run_demo(out: Path, fast: bool = False) -> dict:
     floor = s_res["floor"]
     t16 = t_res[16]
     result = {
-        "dataset": "digits", "machine": machine(), "teacher": str(teacher_path), "student": str(student_path),
+        "dataset": "digits", "machine": machine(), "teacher_run": str(teacher_path), "student_run": str(student_path),
         "feature_space": s_res["feature_space"], "evaluator_test_accuracy": ev.test_accuracy,
         "teacher_sampler": teacher.info["sampler"], "student_sampler": student.info["sampler"],
         "teacher_by_steps": {str(s): {**r["metrics"], "samples_per_s": r["samples_per_s"]} for s, r in t_res.items()},

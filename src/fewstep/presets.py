@@ -13,6 +13,12 @@ PRESETS: dict[tuple[str, str], dict] = {
         "method": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.0, "label_smoothing": 0.0},
         "train": {"steps": 3000, "batch_size": 256, "lr": 5e-4, "warmup_steps": 100, "ckpt_every": 1000},
     },
+    ("maskgit", "synthetic_small"): {
+        "method": {"dim": 32, "depth": 2, "heads": 2, "dropout": 0.0, "label_smoothing": 0.0, "sample_cfg": 1.0,
+                   "sample_remask": "random", "schedule": "arccos"},
+        "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 20, "lr_schedule": "cosine",
+                  "ckpt_every": 500},
+    },
     ("maskgit", "fashion_mnist"): {
         "method": {"dim": 256, "depth": 8, "heads": 8, "dropout": 0.1},
         "train": {"steps": 20000, "batch_size": 128, "lr": 4e-4, "warmup_steps": 500, "weight_decay": 0.01,
@@ -38,6 +44,11 @@ PRESETS.update({
         "method": {"teacher_cfg": 2.0, "r_init": 0.6, "sigma_init": 0.1},
         "train": {"steps": 600, "batch_size": 64, "lr": 1e-4, "warmup_steps": 50, "ema_decay": 0.99,
                   "grad_clip": 1.0, "ckpt_every": 200, "log_every": 10},
+    },
+    ("dimo", "synthetic_small"): {
+        "method": {"teacher_cfg": 1.0},
+        "train": {"steps": 200, "batch_size": 128, "lr": 3e-4, "warmup_steps": 10, "ema_decay": 0.9,
+                  "ckpt_every": 100},
     },
     ("dimo", "synthetic"): {
         "train": {"steps": 300, "batch_size": 128, "lr": 2e-4, "warmup_steps": 20, "ema_decay": 0.99,

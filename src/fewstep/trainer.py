@@ -284,7 +284,7 @@ class Trainer:
                           wrapped=self.wrapped, raw=self.raw, next_batch=self._next_batch)
         for _ in range(phase.repeat):
             loss_sum, out_logs, finite = 0.0, {}, True
-            for micro in range(self.cfg.grad_accum):
+            for _ in range(self.cfg.grad_accum):
                 with acc.autocast():
                     out = phase.step(ctx)
                 if not self._all_finite(out.loss.detach()):
@@ -366,12 +366,17 @@ class Trainer:
                 log.write({"step": done, "time": round(timer.elapsed(), 3), **logs})
             if done % self.cfg.ckpt_every == 0 or done == self.cfg.steps:
                 self.save(done)
-            state = None
-            for every, hook in self.hooks:  # after saving: a failing hook never costs a checkpoint
-                if every > 0 and (done % every == 0 or done == self.cfg.steps):
-                    state = state or TrainState(done, self.run_dir, self.method, self.sampling_nets(), self.raw,
-                                                logs, acc.is_main_process)
+            due = [hook for every, hook in self.hooks if every > 0 and (done % every == 0 or done == self.cfg.steps)]
+            if due:  # after saving: a failing hook never costs a checkpoint
+                modes = {n: m.training for n, m in self.raw.items()}
+                for m in self.raw.values():
+                    m.eval()
+                state = TrainState(done, self.run_dir, self.method, self.sampling_nets(), self.raw, logs,
+                                   acc.is_main_process)
+                for hook in due:
                     hook(state)
+                for n, m in self.raw.items():
+                    m.train(modes[n])
         bar.close()
         if start >= self.cfg.steps and ckpt_io.latest_checkpoint(self.run_dir) is None:
             self.save(start)

@@ -28,6 +28,7 @@ def train_run(method: str, data: dict, out: str | None, config: str | None = Non
     from fewstep.trainer import Trainer
 
     exp = build_experiment(method, data, config, overrides, extra_method)
+    exp.method.full_config = exp.record
     out_dir = Path(out or f"runs/{method}_{exp.record['data']['name']}")
     if dry_run:
         print(json.dumps(exp.record, indent=2))
@@ -37,13 +38,20 @@ def train_run(method: str, data: dict, out: str | None, config: str | None = Non
     return out_dir
 
 
+def _eval_hooks(args):
+    from fewstep.hooks import eval_hook
+
+    return [(args.eval_every, eval_hook())] if getattr(args, "eval_every", 0) > 0 else None
+
+
 def _data_flags(args) -> dict:
     return {"name": args.data, "data_dir": args.data_dir, "tokenizer": args.tokenizer}
 
 
 def cmd_train(args) -> int:
     method = args.kind if args.what == "teacher" else "vq"
-    out = train_run(method, _data_flags(args), args.out, args.config, args.overrides, args.fresh, args.dry_run)
+    out = train_run(method, _data_flags(args), args.out, args.config, args.overrides, args.fresh, args.dry_run,
+                    hooks=_eval_hooks(args) if method != "vq" else None)
     if args.dry_run:
         return 0
     if method == "vq":
@@ -61,7 +69,7 @@ def cmd_distill(args) -> int:
     root = teacher.parent.parent if teacher.parent.name == "checkpoints" else teacher
     out = args.out or f"runs/{args.method}_{t_config['data']['name']}"
     train_run(args.method, t_config["data"], out, args.config, args.overrides, args.fresh, args.dry_run,
-              extra_method={"teacher": str(root)})
+              extra_method={"teacher": str(root)}, hooks=_eval_hooks(args))
     if not args.dry_run:
         say(f"done: {out}  (next: fewstep eval --run {out}; fewstep sample --run {out})")
     return 0

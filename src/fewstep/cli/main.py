@@ -50,6 +50,7 @@ def add_train_flags(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--config", help="YAML file with method/data/train sections")
     p.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps into <out>/eval.jsonl")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=2000 method.dim=128")
 
 
@@ -75,6 +76,7 @@ def build_parser() -> Parser:
         t.add_argument("--config", help="YAML file with method/train sections")
         t.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
         t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps into <out>/eval.jsonl")
         t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method.beta=-0.2 train.steps=2000")
 
     s = sub.add_parser("sample", help="sample a grid (and optionally tokens) from a run")

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from fewstep.data.base import Dataset
 from fewstep.data.images import load_digits, load_fashion_mnist, load_mnist
-from fewstep.data.synthetic import load_synthetic
+from fewstep.data.synthetic import load_synthetic, load_synthetic_small
 from fewstep.data.toy2d import load_ring2d
 from fewstep.registry import lookup
 
@@ -15,6 +15,7 @@ DATASETS = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": load_mnist,
     "synthetic": load_synthetic,
+    "synthetic_small": load_synthetic_small,
     "ring2d": load_ring2d,
 }
 

@@ -117,14 +117,20 @@ class ExactTeacher(torch.nn.Module):
         return post.clamp_min(1e-30).log().float().to(tokens.device)
 
 
-def load_synthetic(data_dir: str | None = None, num_train: int = 20000, num_test: int = 5000) -> Dataset:
-    dist = MarkovMixture()
+def load_synthetic(data_dir: str | None = None, num_train: int = 20000, num_test: int = 5000,
+                   dist: MarkovMixture | None = None, name: str = "synthetic") -> Dataset:
+    dist = dist or MarkovMixture()
     g = torch.Generator().manual_seed(1234)
     y_tr = torch.randint(0, dist.num_classes, (num_train,), generator=g)
     y_te = torch.randint(0, dist.num_classes, (num_test,), generator=g)
     return Dataset(
-        name="synthetic", num_classes=dist.num_classes, class_names=[f"chain{c}" for c in range(dist.num_classes)],
+        name=name, num_classes=dist.num_classes, class_names=[f"chain{c}" for c in range(dist.num_classes)],
         train_labels=y_tr, test_labels=y_te,
         train_tokens=dist.sample(y_tr, g), test_tokens=dist.sample(y_te, g),
         vocab_size=dist.vocab_size, token_grid=(dist.length,), exact=dist, default_tokenizer="identity",
     )
+
+
+def load_synthetic_small(data_dir: str | None = None) -> Dataset:
+    """2 classes, 4 tokens, length 8: a teacher learns it in seconds on one CPU core (tests, quick benchmarks)."""
+    return load_synthetic(num_train=8000, num_test=2000, dist=MarkovMixture(2, 4, 8), name="synthetic_small")

@@ -83,7 +83,12 @@ def fingerprint(ds: Dataset) -> str:
 
 
 def _train_classifier(ds: Dataset, seed: int = 0) -> tuple[FeatureClassifier, float]:
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # may run inside a training hook: leave the run's RNG untouched
+        torch.manual_seed(seed)
+        return _fit_classifier(ds, seed)
+
+
+def _fit_classifier(ds: Dataset, seed: int) -> tuple[FeatureClassifier, float]:
     cfg = ClassifierConfig(in_channels=ds.train_images.shape[1], image_size=ds.train_images.shape[-1],
                            num_classes=ds.num_classes)
     net = FeatureClassifier(cfg)
