@@ -20,6 +20,8 @@ def _losses(run_dir):
 
 
 def test_resume_after_a_crash_gives_the_same_next_step_losses_bit_for_bit(tmp_path):
+    from fewstep.hooks import eval_hook
+
     """Dropout, label dropout and a cosine LR schedule are on, so RNG state, data cursor, optimizer, EMA and
     the step all have to come back exactly."""
     from fewstep.experiment import build_experiment
@@ -36,7 +38,11 @@ def test_resume_after_a_crash_gives_the_same_next_step_losses_bit_for_bit(tmp_pa
     with pytest.raises(RuntimeError, match="simulated crash"):
         Trainer(exp.method, exp.train, tmp_path / "b", exp.record, hooks=[(1, crash_at_3)], show_progress=False).fit()
     exp = build_experiment("maskgit", {"name": "digits"}, None, over)
-    Trainer(exp.method, exp.train, tmp_path / "b", exp.record, show_progress=False).fit()
+    exp.method.full_config = exp.record
+    # only this leg evaluates during training: hooks must not touch the training RNG or network modes
+    hooks = [(1, eval_hook(n=20, steps=2))]
+    Trainer(exp.method, exp.train, tmp_path / "b", exp.record, hooks=hooks, show_progress=False).fit()
+    assert len((tmp_path / "b" / "eval.jsonl").read_text().splitlines()) == 3
     a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
     assert [a[s] for s in (4, 5, 6)] == [b[s] for s in (4, 5, 6)]
     for f in ("model.safetensors", "model_ema.safetensors", "model_optim.safetensors"):

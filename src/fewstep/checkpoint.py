@@ -41,6 +41,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
     os.replace(tmp, path)
 
 
@@ -213,5 +214,5 @@ def export_inference(run: str | Path, out: str | Path) -> Path:
         shutil.copyfile(ema if ema.is_file() else src / f"{name}.safetensors", out / f"{name}_ema.safetensors")
     slim = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}
     write_json_atomic(out / "config.json", config)
-    write_json_atomic(out / "meta.json", {**slim, "exported_from": str(src)})
+    write_json_atomic(out / "meta.json", slim)
     return out

@@ -55,3 +55,33 @@ PRESETS.update({
                   "ckpt_every": 100},
     },
 })
+
+PRESETS.update({
+    ("edm", "digits"): {
+        "method": {"channels": [32, 64], "sample_steps": 18},
+        "train": {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "lr_schedule": "cosine",
+                  "ema_decay": 0.999, "ckpt_every": 1000},
+    },
+    ("edm", "fashion_mnist"): {
+        "method": {"channels": [32, 64, 64], "sample_steps": 18},
+        "train": {"steps": 15000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "lr_schedule": "cosine",
+                  "ema_decay": 0.9995, "ckpt_every": 1000},
+    },
+    ("edm", "ring2d"): {
+        "method": {"mlp_hidden": 256, "mlp_depth": 3, "sample_steps": 35},
+        "train": {"steps": 8000, "batch_size": 512, "lr": 1e-3, "warmup_steps": 200, "lr_schedule": "cosine",
+                  "ema_decay": 0.999, "ckpt_every": 2000},
+    },
+})
+# DMD2 and each MSD student share one recipe per dataset (MSD inherits DMD2's hyper-parameters, §4)
+_DMD2 = {
+    "digits": {"train": {"steps": 2000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 100, "grad_clip": 10.0,
+                         "ema_decay": 0.99, "ckpt_every": 500, "log_every": 25}},
+    "fashion_mnist": {"train": {"steps": 2000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 100, "grad_clip": 10.0,
+                                "ema_decay": 0.99, "ckpt_every": 500, "log_every": 25}},
+    "ring2d": {"train": {"steps": 1600, "batch_size": 256, "lr": 1e-4, "warmup_steps": 100, "grad_clip": 10.0,
+                         "ema_decay": 0.99, "ckpt_every": 400}},
+}
+for _data, _p in _DMD2.items():
+    PRESETS[("dmd2", _data)] = _p
+    PRESETS[("msd", _data)] = {**_p, "method": {"tsm_steps": 500}}

@@ -373,8 +373,10 @@ class Trainer:
                     m.eval()
                 state = TrainState(done, self.run_dir, self.method, self.sampling_nets(), self.raw, logs,
                                    acc.is_main_process)
-                for hook in due:
-                    hook(state)
+                cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+                with torch.random.fork_rng(devices=cuda):  # hooks never shift the training RNG
+                    for hook in due:
+                        hook(state)
                 for n, m in self.raw.items():
                     m.train(modes[n])
         bar.close()

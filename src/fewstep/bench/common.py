@@ -59,6 +59,11 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     return out
 
 
+def slug(label: str) -> str:
+    """'DMD2 1-step, GAN, critic ratio 5' -> 'DMD2_1-step_GAN_critic_ratio_5' (a folder name)."""
+    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in label).split())
+
+
 def fmt(v, nd: int = 3) -> str:
     if v is None:
         return "–"

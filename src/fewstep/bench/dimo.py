@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, write_outputs
+from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -78,7 +78,7 @@ def bench_dimo(args) -> dict:
     for group in chosen:
         ablations[group] = []
         for label, over in ABLATIONS[group]:
-            folder = out / "ablations" / label.replace(" ", "_").replace("=", "").replace(".", "p")
+            folder = out / "ablations" / slug(label)
             say(f"ablation {group}: {label}")
             run_dir = _distill(teacher_path, folder, extra + over + [f"train.steps={args.ablation_steps}"])
             res = repeated_eval(load_run(run_dir, device=device), n, rep, evaluator=ev)

@@ -190,6 +190,10 @@ def cmd_bench(args) -> int:
         from fewstep.bench.dimo import bench_dimo
 
         bench_dimo(args)
+    else:
+        from fewstep.bench.dmd2 import bench_continuous
+
+        bench_continuous(args, args.what)
     return 0
 
 

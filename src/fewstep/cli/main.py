@@ -32,7 +32,11 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma-init", type=float, help="one-step generators: embedding noise")
 
 
-DISTILLERS = {"dimo": "Di[M]O: masked teacher -> one-step generator (arXiv 2503.15457)"}
+DISTILLERS = {
+    "dimo": "Di[M]O: masked teacher -> one-step generator (arXiv 2503.15457)",
+    "dmd2": "DMD2: EDM teacher -> one/few-step generator, distribution matching + GAN (arXiv 2405.14867)",
+    "msd": "MSD: K one-step students, one per class group, DMD2 each (arXiv 2410.23274)",
+}
 
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
                 "r_init", "sigma_init", "solver")
@@ -129,6 +133,18 @@ def build_parser() -> Parser:
     bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
     bd.add_argument("--device", default="auto")
     bd.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
+
+    for which in ("dmd2", "msd"):
+        bc = b_sub.add_parser(which, help=f"{which.upper()} students vs the EDM teacher at every NFE")
+        bc.add_argument("--data", required=True)
+        bc.add_argument("--data-dir")
+        bc.add_argument("--teacher", help="EDM teacher run (default: train one with the preset into <out>/teacher)")
+        bc.add_argument("--out", help=f"output folder (default runs/bench_{which}_<data>)")
+        bc.add_argument("--n", type=int, help="samples per setting (default: test split size)")
+        bc.add_argument("--repeats", type=int, default=1)
+        bc.add_argument("--only", help="comma-separated substrings selecting variants (e.g. 'K=4')")
+        bc.add_argument("--device", default="auto")
+        bc.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
     d.add_argument("--out", default="runs/demo")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +84,7 @@ def fingerprint(ds: Dataset) -> str:
 
 
 def _train_classifier(ds: Dataset, seed: int = 0) -> tuple[FeatureClassifier, float]:
-    with torch.random.fork_rng(devices=[]):  # may run inside a training hook: leave the run's RNG untouched
-        torch.manual_seed(seed)
-        return _fit_classifier(ds, seed)
-
-
-def _fit_classifier(ds: Dataset, seed: int) -> tuple[FeatureClassifier, float]:
+    torch.manual_seed(seed)
     cfg = ClassifierConfig(in_channels=ds.train_images.shape[1], image_size=ds.train_images.shape[-1],
                            num_classes=ds.num_classes)
     net = FeatureClassifier(cfg)
@@ -122,8 +118,17 @@ def _fit_classifier(ds: Dataset, seed: int) -> tuple[FeatureClassifier, float]:
     return net, acc
 
 
+@lru_cache(maxsize=4)
 def get_evaluator(name: str, data_dir: str | None = None) -> Evaluator:
-    """Load the cached evaluator for a dataset, training (deterministically) and caching it on first use."""
+    """Load the cached evaluator for a dataset, training (deterministically) and caching it on first use.
+
+    Memoised per process; never draws from the global RNG.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _load_evaluator(name, data_dir)
+
+
+def _load_evaluator(name: str, data_dir: str | None) -> Evaluator:
     ds = load_dataset(name, data_dir)
     if not ds.has_images:
         raise FewstepError(f"dataset '{name}' has no images; use the exact metrics (fewstep eval handles this)")

@@ -1,0 +1,113 @@
+"""`fewstep bench dmd2` and `fewstep bench msd`: continuous teachers and their one/few-step students.
+
+dmd2: the EDM teacher's FID vs NFE (Heun), then DMD2 variants: 1 step with / without GAN, critic ratio
+      1 vs 5, and a 4-step generator with backward simulation.
+msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), same per-student batch and
+      steps as DMD2; plus samples/s and parameters of each.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.runlog import say
+
+DMD2_VARIANTS = [
+    ("DMD2 1-step, GAN, critic ratio 5", "dmd2", []),
+    ("DMD2 1-step, no GAN, critic ratio 5", "dmd2", ["method.gan=false"]),
+    ("DMD2 1-step, GAN, critic ratio 1", "dmd2", ["method.critic_updates=1"]),
+    ("DMD2 4-step, GAN, backward simulation", "dmd2", ["method.gen_steps=4"]),
+]
+MSD_VARIANTS = [
+    ("MSD K=1 (= DMD2)", "msd", ["method.students=1"]),
+    ("MSD K=2", "msd", ["method.students=2"]),
+    ("MSD K=4", "msd", ["method.students=4"]),
+    ("MSD K=4, smaller students + TSM", "msd", ["method.students=4", "method.student_channels=[16,32]"]),
+]
+HEUN_STEPS = [1, 2, 3, 5, 9, 18]
+
+
+def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str | None) -> str:
+    from fewstep.cli.commands import train_run
+
+    if teacher:
+        return teacher
+    return str(train_run("edm", {"name": data, "data_dir": data_dir}, str(out / "teacher")))
+
+
+def _params(run) -> int:
+    nets = [m for n, m in run.nets.items() if n.startswith("generator")]
+    return sum(p.numel() for p in nets[0].parameters()) if nets else 0
+
+
+def bench_continuous(args, which: str) -> dict:
+    from fewstep.cli.commands import resolve_device, train_run
+    from fewstep.metrics.evaluator import get_evaluator
+    from fewstep.runs import load_run
+    from fewstep.viz import plot_quality_vs_steps
+
+    out = Path(args.out or f"runs/bench_{which}_{args.data}")
+    teacher_path = ensure_edm_teacher(args.data, args.data_dir, out, args.teacher)
+    device = resolve_device(args.device)
+    teacher = load_run(teacher_path, device=device)
+    ds_name = teacher.info["dataset"]
+    ev = None if teacher.info["kind"] == "points" else get_evaluator(ds_name, teacher.config["data"].get("data_dir"))
+    n, rep = args.n, args.repeats
+    metric = "energy" if ev is None else "fid"
+    t_rows = []
+    for s in HEUN_STEPS:
+        say(f"teacher: Heun {s} steps")
+        r = repeated_eval(teacher, n, rep, evaluator=ev, steps=s, solver="heun")
+        t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
+    variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
+    chosen = [v for v in variants if not args.only or any(o in v[0] for o in args.only.split(","))]
+    results = []
+    for label, method, over in chosen:
+        say(label)
+        run_dir = train_run(method, teacher.config["data"], str(out / slug(label)), overrides=list(args.overrides or []) + over,
+                            extra_method={"teacher": str(teacher_path)})
+        run = load_run(run_dir, device=device)
+        r = repeated_eval(run, n, rep, evaluator=ev)
+        results.append({"label": label, "method": method, "overrides": over, "run": str(run_dir),
+                        "params": _params(run), "nfe": len(run.info["gen_sigmas"]), **r})
+    m = machine()
+    command = "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("fewstep") \
+        else f"fewstep bench {which} --data {args.data}"
+    data = {"benchmark": which, "dataset": ds_name, "machine": m, "command": command, "teacher": str(teacher.path),
+            "teacher_params": sum(p.numel() for p in teacher.nets["model"].parameters()),
+            "teacher_by_steps": t_rows, "students": results}
+    if ev is not None:
+        floor = t_rows[0]["floor"]
+        data["floor"] = floor
+        heads = ["sampler", "NFE", "params", "FID", "precision", "recall", "class acc", "samples/s"]
+        row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["fid"], r["metrics"]["precision"],  # noqa: E731
+                                      r["metrics"]["recall"], r["metrics"]["class_acc"], r["samples_per_s"]]
+    else:
+        floor = None
+        heads = ["sampler", "NFE", "params", "energy distance", "precision", "class acc", "modes hit", "samples/s"]
+        row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["energy"], r["metrics"]["precision"],  # noqa: E731
+                                      r["metrics"]["class_acc"], r["metrics"]["modes_hit"], r["samples_per_s"]]
+    tp = data["teacher_params"]
+    rows = [row(f"EDM teacher, Heun {r['steps']} steps", r["nfe"], tp, r) for r in t_rows]
+    rows += [row(r["label"], r["nfe"], r["params"], r) for r in results]
+    if floor:
+        rows.append(["real data (test vs train)", "–", "–", floor["fid"], floor["precision"], floor["recall"],
+                     floor["class_acc"], None])
+    md = "\n".join([f"### {which.upper()} on `{ds_name}`", "", f"Machine: {machine_line(m)}.", f"Command: `{command}`",
+                    "", markdown_table(heads, rows), "",
+                    (f"FID/precision/recall in the features of fewstep's {ds_name} classifier (not Inception), "
+                     if ev is not None else "Exact 2-D mixture metrics, ")
+                    + f"n = {t_rows[0]['n']} per setting, mean of {rep} seed block(s). params = one student's "
+                      "generator (MSD: each of K students; a sample uses one)."])
+    series = {"EDM teacher (Heun)": ([r["nfe"] for r in t_rows], [r["metrics"][metric] for r in t_rows])}
+    hl = {r["label"]: r["metrics"][metric] for r in results}
+    if floor:
+        hl["real floor"] = floor["fid"]
+    plot_quality_vs_steps(series, out / f"{which}_{metric}_vs_nfe.png", ylabel=metric,
+                          title=f"{which.upper()} on {ds_name}", hlines=hl)
+    write_outputs(out, f"bench_{which}", data, md)
+    print(md)
+    return data
