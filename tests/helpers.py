@@ -44,3 +44,11 @@ def write_fake_fashion(folder: Path, n_train: int = 120, n_test: int = 40) -> Pa
         with gzip.open(folder / f"{name}.gz", "wb") as f:
             f.write(_idx_bytes(arr))
     return folder
+
+
+def train_tiny_edm(out: Path, data: str = "digits", steps: int = 2) -> Path:
+    from fewstep.cli.commands import train_run
+
+    return train_run("edm", {"name": data}, str(out), overrides=[
+        "method.channels=[8,16]", "method.emb_dim=16", f"train.steps={steps}", "train.batch_size=8",
+        "train.warmup_steps=1", "method.sample_steps=2"])

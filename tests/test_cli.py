@@ -124,3 +124,63 @@ def test_console_script_runs():
     exe = Path(sys.executable).parent / "fewstep"
     res = subprocess.run([str(exe), "info"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "methods:" in res.stdout
+
+
+def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
+    run = tmp_path / "d"
+    code, _, err = run_cli(capsys, "distill", "dimo", "--teacher", digits_teacher, "--out", run, "--eval-every", 2,
+                           "train.steps=2", "train.batch_size=8", "method.beta=-0.2")
+    assert code == 0, err
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 1
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--temperature", 0.5, "--r-init", 0.8,
+                           "--out", tmp_path / "s.png")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--steps", 4)
+    assert code == 2 and "do not apply to 'dimo'" in err
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 30, "--repeats", 2)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["repeats"] == 2 and "fid_std" in res["metrics"] and res["method"] == "dimo"
+    code, _, err = run_cli(capsys, "export", "--run", run, "--out", tmp_path / "slim")
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "slim").iterdir())
+    assert names == ["aux_ema.safetensors", "config.json", "generator_ema.safetensors", "meta.json"]
+    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "slim", "--n", 4, "--out", tmp_path / "x.png")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "export", "--run", run, "--out", tmp_path / "slim")
+    assert code == 2 and "not empty" in err
+
+
+def test_distill_requires_a_matching_teacher(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "distill", "dmd2", "--teacher", digits_teacher, "--out", tmp_path / "x")
+    assert code == 2 and "not a continuous (EDM) teacher" in err
+
+
+def test_demo_fast(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "demo", "--fast", "--out", tmp_path / "demo")
+    assert code == 0, err
+    m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert set(m["teacher_by_steps"]) == {"1", "2", "4", "8", "16"} and "fid" in m["student"]
+    assert m["speedup_vs_teacher_16"] > 1
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "DiMO student" in html and "not Inception" in html
+
+
+def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
+    code, _, err = run_cli(capsys, "bench", "dimo", "--data", "digits", "--teacher", digits_teacher, "--out",
+                           tmp_path / "bd", "--n", 20, "--steps", "1,2", "--ablations", "sigma_init",
+                           "--ablation-steps", 1, "train.steps=1", "train.batch_size=8")
+    assert code == 0, err
+    data = json.loads((tmp_path / "bd" / "bench_dimo.json").read_text())
+    assert [a["label"] for a in data["ablations"]["sigma_init"]][:2] == ["sigma_init=0.0", "sigma_init=0.1"]
+    assert data["speed"]["speedup"] > 0 and len(data["temperature_sweep"]) == 6
+    from helpers import train_tiny_edm
+
+    edm = train_tiny_edm(tmp_path / "edm")
+    code, _, err = run_cli(capsys, "bench", "dmd2", "--data", "digits", "--teacher", edm, "--out", tmp_path / "b2",
+                           "--n", 20, "--only", "no GAN", "train.steps=1", "train.batch_size=8",
+                           "method.critic_updates=1")
+    assert code == 0, err
+    data = json.loads((tmp_path / "b2" / "bench_dmd2.json").read_text())
+    assert [r["nfe"] for r in data["teacher_by_steps"]] == [1, 3, 5, 9, 17, 35]
+    assert [s["label"] for s in data["students"]] == ["DMD2 1-step, no GAN, critic ratio 5"]

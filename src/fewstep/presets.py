@@ -20,19 +20,20 @@ PRESETS: dict[tuple[str, str], dict] = {
                   "ckpt_every": 500},
     },
     ("maskgit", "fashion_mnist"): {
-        "method": {"dim": 256, "depth": 8, "heads": 8, "dropout": 0.1},
-        "train": {"steps": 20000, "batch_size": 128, "lr": 4e-4, "warmup_steps": 500, "weight_decay": 0.01,
-                  "ema_decay": 0.9995, "ckpt_every": 1000},
+        "method": {"dim": 128, "depth": 4, "heads": 4, "dropout": 0.1, "sample_steps": 16, "sample_cfg": 1.25,
+                   "sample_cfg_ramp": "linear"},
+        "train": {"steps": 12000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 300, "weight_decay": 0.01,
+                  "lr_schedule": "cosine", "ema_decay": 0.999, "ckpt_every": 1000},
     },
     ("maskgit", "mnist"): {
         "method": {"dim": 192, "depth": 6, "heads": 6, "dropout": 0.1},
         "train": {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "weight_decay": 0.01,
                   "ckpt_every": 1000},
     },
-    ("vq", "fashion_mnist"): {"train": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100,
-                                        "grad_clip": None, "ckpt_every": 1000}},
-    ("vq", "mnist"): {"train": {"steps": 3000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100,
-                                "grad_clip": None, "ckpt_every": 1000}},
+    ("vq", "fashion_mnist"): {"train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
+                                        "lr_schedule": "cosine", "grad_clip": None, "ckpt_every": 500}},
+    ("vq", "mnist"): {"train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100,
+                                "lr_schedule": "cosine", "grad_clip": None, "ckpt_every": 500}},
 }
 
 

@@ -16,6 +16,7 @@ from fewstep.models.vq import VQConfig, VQModel
 @dataclass
 class VQTrainConfig:
     channels: int = 64
+    stem_channels: int = 32
     downsample: int = 2
     codebook_size: int = 256
     code_dim: int = 32
@@ -42,7 +43,8 @@ class VQTokenizerMethod(Method):
         _, ch, h, w = ds.train_images.shape
         if h != w or h % 2 ** c.downsample:
             raise FewstepError(f"image size {h}x{w} is not square or not divisible by 2^{c.downsample}")
-        self.model_cfg = VQConfig(in_channels=ch, image_size=h, channels=c.channels, downsample=c.downsample,
+        self.model_cfg = VQConfig(in_channels=ch, image_size=h, channels=c.channels, stem_channels=c.stem_channels,
+                                  downsample=c.downsample,
                                   codebook_size=c.codebook_size, code_dim=c.code_dim, beta=c.beta,
                                   ema_decay=c.ema_decay)
         return {"tokenizer": Net(VQModel(self.model_cfg), trainable=True)}
@@ -63,8 +65,8 @@ class VQTokenizerMethod(Method):
 
     @classmethod
     def contract_setup(cls, workdir) -> dict:
-        return {"data": {"name": "digits"}, "method": {"channels": 16, "downsample": 1, "codebook_size": 8,
-                                                     "code_dim": 4}}
+        return {"data": {"name": "digits"}, "method": {"channels": 16, "stem_channels": 8, "downsample": 1,
+                                                     "codebook_size": 8, "code_dim": 4}}
 
     def info(self) -> dict:
         ds = self._dataset()

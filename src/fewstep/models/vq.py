@@ -19,7 +19,8 @@ from fewstep.models.base import SpecModule
 class VQConfig:
     in_channels: int = 1
     image_size: int = 28
-    channels: int = 64
+    channels: int = 64  # below full resolution
+    stem_channels: int = 32  # at full resolution
     downsample: int = 2  # stride-2 stages: 28 -> 14 -> 7
     codebook_size: int = 256
     code_dim: int = 32
@@ -91,17 +92,19 @@ class VQModel(SpecModule):
 
     def __init__(self, cfg: VQConfig):
         super().__init__(cfg)
-        c = cfg.channels
-        enc: list[nn.Module] = [nn.Conv2d(cfg.in_channels, c, 3, padding=1), ResBlock(c)]
-        for _ in range(cfg.downsample):
+        c, c0 = cfg.channels, cfg.stem_channels
+        # full resolution is where convolutions cost most on a CPU: a thin stem there, residual blocks below
+        enc: list[nn.Module] = [nn.Conv2d(cfg.in_channels, c0, 3, padding=1), nn.SiLU(),
+                                nn.Conv2d(c0, c, 4, stride=2, padding=1), ResBlock(c)]
+        for _ in range(cfg.downsample - 1):
             enc += [nn.Conv2d(c, c, 4, stride=2, padding=1), ResBlock(c)]
         enc += [nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, cfg.code_dim, 1)]
         self.encoder = nn.Sequential(*enc)
         self.quantizer = EMAQuantizer(cfg.codebook_size, cfg.code_dim, cfg.ema_decay)
         dec: list[nn.Module] = [nn.Conv2d(cfg.code_dim, c, 3, padding=1), ResBlock(c)]
-        for _ in range(cfg.downsample):
+        for _ in range(cfg.downsample - 1):
             dec += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), ResBlock(c)]
-        dec += [nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1)]
+        dec += [nn.ConvTranspose2d(c, c0, 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(c0, cfg.in_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
 
     @property
