@@ -184,3 +184,21 @@ def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     data = json.loads((tmp_path / "b2" / "bench_dmd2.json").read_text())
     assert [r["nfe"] for r in data["teacher_by_steps"]] == [1, 3, 5, 9, 17, 35]
     assert [s["label"] for s in data["students"]] == ["DMD2 1-step, no GAN, critic ratio 5"]
+
+
+def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
+    run = tmp_path / "ring"
+    code, _, err = run_cli(capsys, "train", "teacher", "--kind", "edm", "--data", "ring2d", "--out", run,
+                           "train.steps=3", "train.batch_size=32", "method.mlp_hidden=32")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 64, "--steps", 3, "--out", tmp_path / "r.png")
+    assert code == 0, err and (tmp_path / "r.png").is_file()
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 100, "--steps", 2, "--solver", "euler")
+    assert code == 0, err
+    assert {"energy", "precision", "class_acc", "modes_hit"} <= set(json.loads(out)["metrics"])
+    from helpers import train_tiny_edm
+
+    img = train_tiny_edm(tmp_path / "img")
+    code, _, err = run_cli(capsys, "sample", "--run", img, "--n", 10, "--steps", 2, "--cfg", 1.5,
+                           "--out", tmp_path / "i.png")
+    assert code == 0, err

@@ -160,3 +160,25 @@ def test_ema_follows_the_warmup_formula(tmp_path):
         expected = d * expected + (1 - d) * (n + 1)
         ema.update(m)
     assert abs(float(ema.module.weight) - expected) < 1e-6
+
+
+def test_two_process_data_parallel_training_runs_and_resumes(tmp_path):
+    """torchrun with 2 CPU processes (gloo): the checkpoint records both ranks and resumes in one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "FEWSTEP_THREADS": "1", "FEWSTEP_PROGRESS": "0", "FEWSTEP_QUIET": "0"}
+    cmd = [str(exe), "--nproc_per_node=2", "--master_addr=127.0.0.1", "--master_port=29541", "-m", "fewstep.cli.main",
+           "train", "teacher", "--data", "digits", "--out", str(tmp_path / "r"), *TINY, "train.steps=2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    latest = ckpt_io.latest_checkpoint(tmp_path / "r")
+    meta = json.loads((latest / "meta.json").read_text())
+    assert meta["world_size"] == 2 and len(meta["rng"]) == 2
+    assert (latest / "rng_rank1.safetensors").is_file()
+    assert res.stderr.count("training 'maskgit'") == 1  # status lines from rank 0 only
+    train_tiny_teacher(tmp_path / "r", steps=3)  # continues in a single process
+    assert ckpt_io.latest_checkpoint(tmp_path / "r").name == "step_00000003"

@@ -35,8 +35,8 @@ def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True)
 
 
 def say(msg: str) -> None:
-    """Status line for humans (stderr, so stdout stays clean for machine output)."""
-    if os.environ.get("FEWSTEP_QUIET", "0") != "1":
+    """Status line for humans (stderr, so stdout stays clean for machine output); rank 0 only."""
+    if os.environ.get("FEWSTEP_QUIET", "0") != "1" and os.environ.get("RANK", "0") == "0":
         print(msg, file=sys.stderr, flush=True)
 
 

@@ -89,15 +89,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _accelerator(self):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
 
         cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
         if self.cfg.device == "cuda" and not torch.cuda.is_available():
             raise FewstepError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
         mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.precision]
-        # a phase may leave some trainable parameters unused (a GAN head when gan=false): let DDP accept that
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-        return Accelerator(cpu=cpu, mixed_precision=mp, kwargs_handlers=[ddp])
+        return Accelerator(cpu=cpu, mixed_precision=mp)
 
     def _setup(self):
         acc = self.accelerator = self._accelerator()

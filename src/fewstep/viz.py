@@ -63,3 +63,23 @@ def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], pa
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """2-D samples coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    p = points.detach().float().cpu()
+    ax.scatter(p[:, 0], p[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

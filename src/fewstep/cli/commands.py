@@ -150,11 +150,17 @@ def cmd_sample(args) -> int:
         say(f"tokens -> {args.tokens}")
     ds, tok = decoder_for(run)
     images = tok.decode(tokens)
-    if images is None:
+    out = Path(args.out) if args.out else run_root(run) / "samples.png"
+    if run.info["kind"] == "points":
+        from fewstep.viz import save_scatter
+
+        save_scatter(tokens, labels, out, title=f"{run.method_name} samples")
+        say(f"scatter -> {out}")
+        return 0
+    if images is None:  # token sequences without an image (synthetic data)
         if not args.tokens:
             print(tokens[: min(10, len(tokens))].tolist())
         return 0
-    out = Path(args.out) if args.out else run_root(run) / "samples.png"
     nrow = len(set(labels.tolist())) if not args.classes else min(args.n, 10)
     save_grid(images, out, nrow=max(1, min(nrow, args.n)))
     say(f"grid -> {out}")

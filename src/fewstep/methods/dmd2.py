@@ -84,7 +84,7 @@ class DMD2(Method):
 
     def _student_nets(self, teacher) -> tuple[torch.nn.Module, torch.nn.Module]:
         spatial = self.t_info["kind"] == "continuous"
-        return copy.deepcopy(teacher), CriticWithHead(copy.deepcopy(teacher), spatial)
+        return copy.deepcopy(teacher), CriticWithHead(copy.deepcopy(teacher), spatial, gan=self.cfg.gan)
 
     def build(self) -> dict[str, Net]:
         self._setup_grid()

@@ -36,10 +36,11 @@ class CriticWithHead(nn.Module):
     step, so a DDP-wrapped critic syncs the gradients of both terms.
     """
 
-    def __init__(self, denoiser: nn.Module, spatial: bool):
+    def __init__(self, denoiser: nn.Module, spatial: bool, gan: bool = True):
         super().__init__()
         self.denoiser = denoiser
-        self.head = BottleneckHead(denoiser.feature_channels, spatial)
+        # no head without a GAN term: every parameter then takes part in each step (DDP needs no extra pass)
+        self.head = BottleneckHead(denoiser.feature_channels, spatial) if gan else None
 
     def forward(self, x, sigma, labels, gan_x=None, gan_sigma=None, gan_labels=None):
         d = self.denoiser(x, sigma, labels)
