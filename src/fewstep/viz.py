@@ -38,12 +38,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int
 def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "FID",
                           title: str = "", hlines: dict[str, float] | None = None, logy: bool = True) -> Path:
     """series: name -> (steps, values); hlines: name -> value (e.g. one-step student, real floor)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = _figure((6, 4))
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=name)
     styles = ["--", ":", "-."]
@@ -57,26 +52,31 @@ def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], pa
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_scatter(points: torch.Tensor, labels: torch.Tensor, path: str | Path, title: str = "") -> Path:
     """2-D samples coloured by class."""
+    fig, ax = _figure((4.5, 4.5))
+    p = points.detach().float().cpu()
+    ax.scatter(p[:, 0], p[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def _figure(size: tuple[float, float]):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-    p = points.detach().float().cpu()
-    ax.scatter(p[:, 0], p[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
-    ax.set_aspect("equal")
-    ax.set_title(title)
+    return plt.subplots(figsize=size, dpi=110)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

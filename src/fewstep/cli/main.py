@@ -58,6 +58,22 @@ def add_train_flags(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=2000 method.dim=128")
 
 
+def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overrides: bool = True):
+    p = sub.add_parser(name, help=help_)
+    p.add_argument("--data", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
+    if tokenizer:
+        p.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
+    p.add_argument("--out", help=f"output folder (default runs/bench_{name}_<data>)")
+    p.add_argument("--n", type=int, help="samples per setting (default: test split size)")
+    p.add_argument("--repeats", type=int, default=1, help="independent seed blocks to average over")
+    p.add_argument("--device", default="auto")
+    if overrides:
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
+    return p
+
+
 def build_parser() -> Parser:
     p = Parser(prog="fewstep", description="Distill diffusion models into one-step and few-step generators.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -103,48 +119,22 @@ def build_parser() -> Parser:
 
     b = sub.add_parser("bench", help="benchmarks that write JSON + Markdown tables")
     b_sub = b.add_subparsers(dest="what", required=True, parser_class=Parser)
-    bt = b_sub.add_parser("teacher", help="teacher quality and speed at 1..32 steps, with and without CFG")
-    bt.add_argument("--data", required=True)
-    bt.add_argument("--data-dir")
-    bt.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
-    bt.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
-    bt.add_argument("--out", help="output folder (default runs/bench_teacher_<data>)")
-    bt.add_argument("--n", type=int, help="samples per setting (default: test split size)")
-    bt.add_argument("--repeats", type=int, default=1)
+    bt = add_bench_parser(b_sub, "teacher", "teacher quality and speed at 1..32 steps, with and without CFG",
+                          tokenizer=True, overrides=False)
     bt.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     bt.add_argument("--cfg", type=float, help="guidance scale of the 'with CFG' rows (default: the teacher's)")
-    bt.add_argument("--device", default="auto")
+    bd = add_bench_parser(b_sub, "dimo", "DiMO student vs teacher, speed, ablations", tokenizer=True)
+    bd.add_argument("--student", help="an existing DiMO run to evaluate instead of distilling a new one")
+    bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
+    bd.add_argument("--ablations", default="", help="comma-separated: r_init,divergence,sigma_init")
+    bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
+    for which in ("dmd2", "msd"):
+        bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
+        bc.add_argument("--only", help="comma-separated substrings selecting variants (e.g. 'K=4')")
 
     x = sub.add_parser("export", help="slim inference checkpoint: EMA weights + config, no optimizer state")
     x.add_argument("--run", required=True)
     x.add_argument("--out", required=True)
-
-    bd = b_sub.add_parser("dimo", help="DiMO student vs teacher, speed, ablations")
-    bd.add_argument("--data", required=True)
-    bd.add_argument("--data-dir")
-    bd.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
-    bd.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
-    bd.add_argument("--student", help="an existing DiMO run to evaluate instead of distilling a new one")
-    bd.add_argument("--out", help="output folder (default runs/bench_dimo_<data>)")
-    bd.add_argument("--n", type=int, help="samples per setting (default: test split size)")
-    bd.add_argument("--repeats", type=int, default=1)
-    bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
-    bd.add_argument("--ablations", default="", help="comma-separated: r_init,divergence,sigma_init")
-    bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
-    bd.add_argument("--device", default="auto")
-    bd.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
-
-    for which in ("dmd2", "msd"):
-        bc = b_sub.add_parser(which, help=f"{which.upper()} students vs the EDM teacher at every NFE")
-        bc.add_argument("--data", required=True)
-        bc.add_argument("--data-dir")
-        bc.add_argument("--teacher", help="EDM teacher run (default: train one with the preset into <out>/teacher)")
-        bc.add_argument("--out", help=f"output folder (default runs/bench_{which}_<data>)")
-        bc.add_argument("--n", type=int, help="samples per setting (default: test split size)")
-        bc.add_argument("--repeats", type=int, default=1)
-        bc.add_argument("--only", help="comma-separated substrings selecting variants (e.g. 'K=4')")
-        bc.add_argument("--device", default="auto")
-        bc.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
     d.add_argument("--out", default="runs/demo")
