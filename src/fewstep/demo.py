@@ -20,6 +20,7 @@ SHIPPED_TEACHER = Path(__file__).parent / "assets" / "teachers" / "digits"
 TEACHER_STEPS = [1, 2, 4, 8, 16]
 FAST_TEACHER = ["method.dim=32", "method.depth=1", "method.heads=2", "train.steps=4", "train.batch_size=16"]
 FAST_DIMO = ["train.steps=3", "train.batch_size=8"]
+DEMO_DIMO_STEPS = 400  # of the preset's 2000, so that `make demo` fits in 10 minutes on 2 CPU cores
 
 
 def _teacher(out: Path, fast: bool) -> Path:
@@ -58,7 +59,8 @@ def run_demo(out: Path, fast: bool = False) -> dict:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     teacher_path = _teacher(out, fast)
-    student_path = train_run("dimo", {"name": "digits"}, str(out / "dimo"), overrides=FAST_DIMO if fast else [],
+    dimo_overrides = FAST_DIMO if fast else [f"train.steps={DEMO_DIMO_STEPS}"]
+    student_path = train_run("dimo", {"name": "digits"}, str(out / "dimo"), overrides=dimo_overrides,
                              extra_method={"teacher": str(teacher_path)})
     teacher, student = load_run(teacher_path), load_run(student_path)
     ev = get_evaluator("digits")
@@ -97,7 +99,9 @@ def run_demo(out: Path, fast: bool = False) -> dict:
     report = write_report(out / "report.html", "fewstep demo: DiMO on digits", [
         ("Result", [
             f"One-step student vs its teacher: FID {s_res['metrics']['fid']:.2f} vs {t16['metrics']['fid']:.2f} "
-            f"(teacher at 16 steps); {result['speedup_vs_teacher_16']:.1f}x the teacher's 16-step samples/s.",
+            f"(teacher at 16 steps); {result['speedup_vs_teacher_16']:.1f}x the teacher's 16-step samples/s. "
+            f"The demo distills for {student.config['train']['steps']} steps; `fewstep distill dimo` with the digits "
+            "preset runs 2000 (docs/BENCHMARKS.md has that student).",
             ("table", headers, rows),
             f"FID, precision and recall are computed in the 128-d features of a classifier fewstep trains on digits "
             f"(test accuracy {ev.test_accuracy:.3f}), not Inception; n = {s_res['n']} samples per repeat, mean of "

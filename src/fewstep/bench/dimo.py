@@ -26,7 +26,7 @@ ABLATIONS = {
     "sigma_init": [("sigma_init=0.0", ["method.sigma_init=0.0"]), ("sigma_init=0.1", ["method.sigma_init=0.1"]),
                    ("sigma_init=0.3", ["method.sigma_init=0.3"]), ("sigma_init=0.6", ["method.sigma_init=0.6"])],
 }
-TEMPERATURES = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
+TEMPERATURES = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0]  # paper App. D sweeps upwards; unconverged students prefer < 1
 
 
 def _distill(teacher: str, out: Path, overrides: list[str]) -> Path:

@@ -50,6 +50,7 @@ class DiMOConfig:
     aux_lr: float | None = None  # None = train.lr
     fresh_aux_batch: bool = True  # aux learns from a new student batch (official code) or the generator's
     freeze_embeddings: bool = True
+    generator_dropout: float = 0.0  # the teacher's dropout would make training samples differ from sampling
     # one-step sampler defaults (recorded in the run; `fewstep sample` flags override)
     sample_temperature: float = 1.0
     sample_top_k: int | None = None
@@ -64,6 +65,8 @@ class DiMOConfig:
             raise ValueError("sigma_init must be in [0, 1)")
         if self.schedule is not None:
             get_schedule(self.schedule)
+        if not 0.0 <= self.generator_dropout < 1.0:
+            raise ValueError("generator_dropout must be in [0, 1)")
         if self.aux_updates < 1:
             raise ValueError("aux_updates must be >= 1")
 
@@ -92,6 +95,10 @@ class DiMO(Method):
         teacher = run.nets["model"]
         frozen = tuple(teacher.embedding_parameters) if self.cfg.freeze_embeddings else ()
         generator = copy.deepcopy(teacher)
+        generator.cfg.dropout = self.cfg.generator_dropout
+        for m in generator.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = self.cfg.generator_dropout
         aux = copy.deepcopy(teacher)
         self.schedule = self.cfg.schedule or run.info["sampler"].get("schedule", "arccos")
         return {
