@@ -64,6 +64,14 @@ def test_generator_gradient_is_g_at_masked_positions_and_zero_elsewhere(dimo_par
     assert (z.grad[~mask] == 0).all() and z.grad[mask].abs().sum() > 0
 
 
+def test_generator_trains_without_dropout_while_teacher_and_aux_keep_theirs(dimo_parts):
+    _, nets = dimo_parts
+    rates = {k: {m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)} for k, net in nets.items()}
+    assert rates["generator"] == {0.0}
+    assert rates["teacher"] == rates["aux"] and rates["teacher"] != {0.0}
+    assert nets["generator"].cfg.dropout == 0.0  # the saved config says what was trained
+
+
 def test_config_errors():
     from fewstep.errors import FewstepError
 
