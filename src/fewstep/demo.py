@@ -20,7 +20,7 @@ SHIPPED_TEACHER = Path(__file__).parent / "assets" / "teachers" / "digits"
 TEACHER_STEPS = [1, 2, 4, 8, 16]
 FAST_TEACHER = ["method.dim=32", "method.depth=1", "method.heads=2", "train.steps=4", "train.batch_size=16"]
 FAST_DIMO = ["train.steps=3", "train.batch_size=8"]
-DEMO_DIMO_STEPS = 400  # of the preset's 2000, so that `make demo` fits in 10 minutes on 2 CPU cores
+DEMO_DIMO_STEPS = 300  # of the preset's 2000, so that `make demo` fits in 10 minutes on 2 CPU cores
 
 
 def _teacher(out: Path, fast: bool) -> Path:

@@ -49,8 +49,8 @@ PRESETS.update({
     },
     ("dimo", "fashion_mnist"): {
         "method": {"teacher_cfg": 2.0, "r_init": 0.6, "sigma_init": 0.1, "aux_updates": 3, "sample_temperature": 0.1},
-        "train": {"steps": 1000, "batch_size": 64, "lr": 3e-4, "lr_schedule": "cosine", "warmup_steps": 50,
-                  "ema_decay": 0.99, "grad_clip": 1.0, "ckpt_every": 250, "log_every": 10},
+        "train": {"steps": 600, "batch_size": 64, "lr": 3e-4, "lr_schedule": "cosine", "warmup_steps": 50,
+                  "ema_decay": 0.99, "grad_clip": 1.0, "ckpt_every": 200, "log_every": 10},
     },
     ("dimo", "synthetic_small"): {
         "method": {"teacher_cfg": 1.0},
