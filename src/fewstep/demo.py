@@ -64,7 +64,7 @@ def run_demo(out: Path, fast: bool = False) -> dict:
                              extra_method={"teacher": str(teacher_path)})
     teacher, student = load_run(teacher_path), load_run(student_path)
     ev = get_evaluator("digits")
-    n, repeats = (60, 1) if fast else (None, 3)
+    n, repeats = (60, 1) if fast else (None, 2)
     say("evaluating the teacher at " + ", ".join(map(str, TEACHER_STEPS)) + " steps and the one-step student")
     t_res = {s: repeated_eval(teacher, n, repeats, evaluator=ev, steps=s) for s in TEACHER_STEPS}
     s_res = repeated_eval(student, n, repeats, evaluator=ev)
