@@ -20,7 +20,7 @@ def eval_hook(n: int | None = None, **sampler_options):
         run = Run(path=state.run_dir, config=state.method.full_config, meta={"step": state.step},
                   info=state.method.info(), nets=state.nets)
         res = evaluate_run(run, n=n, **sampler_options)
-        line = {"step": state.step, **{k: v for k, v in res["metrics"].items()}, "samples_per_s": res["samples_per_s"]}
+        line = {"step": state.step, **res["metrics"], "samples_per_s": res["samples_per_s"]}
         with open(state.run_dir / "eval.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
         shown = {k: round(v, 3) for k, v in res["metrics"].items() if k in ("fid", "class_acc", "pair_kl", "energy")}

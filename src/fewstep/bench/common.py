@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,13 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
     out["repeats"] = repeats
     return out
+
+
+def command_line(fallback: str) -> str:
+    """The `fewstep ...` command this process was started with (the fallback when run from Python)."""
+    if sys.argv[0].endswith("fewstep"):
+        return "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return fallback
 
 
 def slug(label: str) -> str:

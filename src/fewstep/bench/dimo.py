@@ -6,11 +6,9 @@ plus a sampling-temperature sweep of the main student (no retraining).
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
-from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -29,12 +27,10 @@ ABLATIONS = {
 TEMPERATURES = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0]  # paper App. D sweeps upwards; unconverged students prefer < 1
 
 
-def _distill(teacher: str, out: Path, overrides: list[str]) -> Path:
+def _distill(teacher_path: str, data: dict, out: Path, overrides: list[str]) -> Path:
     from fewstep.cli.commands import train_run
-    from fewstep.runs import load_run
 
-    t = load_run(teacher)
-    return train_run("dimo", t.config["data"], str(out), overrides=overrides, extra_method={"teacher": str(teacher)})
+    return train_run("dimo", data, str(out), overrides=overrides, extra_method={"teacher": str(teacher_path)})
 
 
 def _row(label, res):
@@ -51,12 +47,14 @@ def bench_dimo(args) -> dict:
     out = Path(args.out or f"runs/bench_dimo_{args.data}")
     teacher_path = ensure_teacher(args.data, args.data_dir, out, args.teacher, args.tokenizer)
     extra = list(args.overrides or [])
-    student_path = Path(args.student) if args.student else _distill(teacher_path, out / "student", extra)
     device = resolve_device(args.device)
-    teacher, student = load_run(teacher_path, device=device), load_run(student_path, device=device)
+    teacher = load_run(teacher_path, device=device)
+    t_data = teacher.config["data"]
+    student_path = Path(args.student) if args.student else _distill(teacher_path, t_data, out / "student", extra)
+    student = load_run(student_path, device=device)
     if student.method_name != "dimo":
         raise FewstepError(f"'{student_path}' is a {student.method_name} run, not a DiMO student")
-    ev = get_evaluator(teacher.info["dataset"], teacher.config["data"].get("data_dir"))
+    ev = get_evaluator(teacher.info["dataset"], t_data.get("data_dir"))
     n, rep = args.n, args.repeats
     steps_list = [int(s) for s in str(args.steps).split(",") if s.strip()]
     t_cfg = float(teacher.info["sampler"]["cfg"])
@@ -80,14 +78,13 @@ def bench_dimo(args) -> dict:
         for label, over in ABLATIONS[group]:
             folder = out / "ablations" / slug(label)
             say(f"ablation {group}: {label}")
-            run_dir = _distill(teacher_path, folder, extra + over + [f"train.steps={args.ablation_steps}"])
+            run_dir = _distill(teacher_path, t_data, folder, extra + over + [f"train.steps={args.ablation_steps}"])
             res = repeated_eval(load_run(run_dir, device=device), n, rep, evaluator=ev)
             ablations[group].append({"label": label, "overrides": over, **res,
                                      "final_logs": _final_logs(run_dir)})
 
     m = machine()
-    command = "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("fewstep") \
-        else f"fewstep bench dimo --data {args.data}"
+    command = command_line(f"fewstep bench dimo --data {args.data}")
     floor = s_res["floor"]
     data = {"benchmark": "dimo", "dataset": teacher.info["dataset"], "machine": m, "command": command,
             "teacher": str(teacher.path), "student": str(student.path), "student_config": student.config["method"],

@@ -8,11 +8,9 @@ msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), sam
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
-from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
 from fewstep.runlog import say
 
 DMD2_VARIANTS = [
@@ -74,8 +72,7 @@ def bench_continuous(args, which: str) -> dict:
         results.append({"label": label, "method": method, "overrides": over, "run": str(run_dir),
                         "params": _params(run), "nfe": len(run.info["gen_sigmas"]), **r})
     m = machine()
-    command = "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("fewstep") \
-        else f"fewstep bench {which} --data {args.data}"
+    command = command_line(f"fewstep bench {which} --data {args.data}")
     data = {"benchmark": which, "dataset": ds_name, "machine": m, "command": command, "teacher": str(teacher.path),
             "teacher_params": sum(p.numel() for p in teacher.nets["model"].parameters()),
             "teacher_by_steps": t_rows, "students": results}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import torch
 
-from fewstep.bench.common import machine, machine_line, markdown_table, repeated_eval, write_outputs
+from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, write_outputs
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -70,8 +68,7 @@ def bench_teacher(args) -> dict:
             res = repeated_eval(run, args.n, args.repeats, evaluator=ev, steps=s, cfg=c)
             results.append({"steps": s, "cfg": c, **res})
     m = machine()
-    command = "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("fewstep") else \
-        f"fewstep bench teacher --data {args.data}"
+    command = command_line(f"fewstep bench teacher --data {args.data}")
     data = {"benchmark": "teacher", "dataset": ds.name, "teacher": str(run.path), "machine": m,
             "command": command, "sampler": run.info["sampler"], "results": results}
     if ds.exact is None:

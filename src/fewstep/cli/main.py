@@ -50,12 +50,17 @@ def add_train_flags(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--data", required=data_required, help="dataset: digits | fashion_mnist | mnist | synthetic")
     p.add_argument("--data-dir", help="folder with the dataset files (fashion_mnist IDX files)")
     p.add_argument("--tokenizer", help="'identity' or a tokenizer run folder (fashion_mnist / mnist)")
+    add_run_flags(p, "method/data/train", "train.steps=2000 method.dim=128")
+
+
+def add_run_flags(p: argparse.ArgumentParser, config_sections: str, example: str) -> None:
+    """Flags of every command that trains into a run folder (train, distill)."""
     p.add_argument("--out", help="run folder (default runs/<method>_<data>); an existing run resumes")
-    p.add_argument("--config", help="YAML file with method/data/train sections")
+    p.add_argument("--config", help=f"YAML file with {config_sections} sections")
     p.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps into <out>/eval.jsonl")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=2000 method.dim=128")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
 
 
 def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overrides: bool = True):
@@ -92,12 +97,7 @@ def build_parser() -> Parser:
     for name, desc in DISTILLERS.items():
         t = ds_sub.add_parser(name, help=desc)
         t.add_argument("--teacher", required=True, help="teacher run folder")
-        t.add_argument("--out", help="run folder (default runs/<method>_<data>); an existing run resumes")
-        t.add_argument("--config", help="YAML file with method/train sections")
-        t.add_argument("--fresh", action="store_true", help="discard the run folder's checkpoints and start over")
-        t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-        t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps into <out>/eval.jsonl")
-        t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. method.beta=-0.2 train.steps=2000")
+        add_run_flags(t, "method/train", "method.beta=-0.2 train.steps=2000")
 
     s = sub.add_parser("sample", help="sample a grid (and optionally tokens) from a run")
     s.add_argument("--run", required=True, help="run folder or checkpoint folder")

@@ -82,16 +82,15 @@ class DMD2(Method):
         self.gen_sigmas = [SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
                                                       for k in range(n)]
 
-    def _student_nets(self, teacher) -> tuple[torch.nn.Module, torch.nn.Module]:
-        spatial = self.t_info["kind"] == "continuous"
-        return copy.deepcopy(teacher), CriticWithHead(copy.deepcopy(teacher), spatial, gan=self.cfg.gan)
+    def _critic(self, teacher) -> CriticWithHead:
+        """The fake-score denoiser starts as a teacher copy; its GAN head works on images or on 2-D features."""
+        return CriticWithHead(copy.deepcopy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan)
 
     def build(self) -> dict[str, Net]:
         self._setup_grid()
         teacher = self._teacher().nets["model"]
-        gen, critic = self._student_nets(teacher)
-        return {"teacher": Net(teacher), "generator": Net(gen, trainable=True, ema=True),
-                "critic": Net(critic, trainable=True, lr=self.cfg.critic_lr)}
+        return {"teacher": Net(teacher), "generator": Net(copy.deepcopy(teacher), trainable=True, ema=True),
+                "critic": Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)}
 
     def training_data(self) -> dict[str, torch.Tensor]:
         return continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))

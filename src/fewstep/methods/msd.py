@@ -82,11 +82,9 @@ class MSD(DMD2):
         teacher = self._teacher().nets["model"]
         nets = {"teacher": Net(teacher)}
         for k in range(self.cfg.students):
-            gen, critic = self._student_nets(teacher)
-            if self.cfg.student_channels is not None:
-                gen = self._small_student(teacher)
+            gen = copy.deepcopy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
             nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
-            nets[f"critic{k}"] = Net(critic, trainable=True, lr=self.cfg.critic_lr)
+            nets[f"critic{k}"] = Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)
         return nets
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:

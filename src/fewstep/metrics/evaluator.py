@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch

@@ -26,8 +26,9 @@ def fourier_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) ->
     return torch.cat([args.cos(), args.sin()], dim=-1)
 
 
-class EmbedMixin(nn.Module):
-    """noise level (c_noise) + class label -> one embedding vector; extra conditions add to it."""
+class EDMDenoiserBase(nn.Module):
+    """What both denoisers share: the noise-level + class embedding, and EDM preconditioning around `raw`,
+    the network F(c_in x; c_noise, y) -> (output, bottleneck features)."""
 
     def _make_embed(self, num_classes: int, emb_dim: int) -> None:
         self.emb_dim = emb_dim
@@ -36,6 +37,13 @@ class EmbedMixin(nn.Module):
 
     def _embed(self, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.silu(self.noise_mlp(fourier_embedding(c_noise, self.emb_dim)) + self.class_emb(labels))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor, features: bool = False):
+        sigma = sigma.to(torch.float32).reshape(-1).expand(x.shape[0])
+        c_skip, c_out, c_in, c_noise = precondition(sigma, self.cfg.sigma_data)
+        f, feats = self.raw(expand(c_in, x) * x, c_noise, labels)
+        d = expand(c_skip, x) * x + expand(c_out, x) * f.to(x.dtype)
+        return (d, feats) if features else d
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -93,7 +101,7 @@ class SelfAttention(nn.Module):
         return x + self.proj(a.transpose(-1, -2).reshape(b, c, h, w))
 
 
-class UNetDenoiser(SpecModule, EmbedMixin):
+class UNetDenoiser(SpecModule, EDMDenoiserBase):
     model_type = "unet_denoiser"
     Config = UNetConfig
 
@@ -130,11 +138,8 @@ class UNetDenoiser(SpecModule, EmbedMixin):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor, extra_emb=None):
-        """F(c_in x; c_noise, y) and the bottleneck features."""
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor):
         emb = self._embed(c_noise, labels)
-        if extra_emb is not None:
-            emb = emb + extra_emb
         h = self.conv_in(x_in)
         skips = [h]
         for layer in self.down:
@@ -148,14 +153,6 @@ class UNetDenoiser(SpecModule, EmbedMixin):
             else:
                 h = layer(h)
         return self.conv_out(F.silu(self.norm_out(h))), feats
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor, features: bool = False,
-                extra_emb: torch.Tensor | None = None):
-        sigma = sigma.to(torch.float32).reshape(-1).expand(x.shape[0])
-        c_skip, c_out, c_in, c_noise = precondition(sigma, self.cfg.sigma_data)
-        f, feats = self.raw(expand(c_in, x) * x, c_noise, labels, extra_emb)
-        d = expand(c_skip, x) * x + expand(c_out, x) * f.to(x.dtype)
-        return (d, feats) if features else d
 
 
 # ------------------------------------------------------------------------------------------------ 2-D points
@@ -171,7 +168,7 @@ class MLPConfig:
     sigma_data: float = 0.5
 
 
-class MLPDenoiser(SpecModule, EmbedMixin):
+class MLPDenoiser(SpecModule, EDMDenoiserBase):
     """x gets its own input layer and the embedding is added after it: an MLP that concatenated x with the
     time embedding in one first layer never learned the non-linear part (continuous.md §9)."""
 
@@ -188,18 +185,8 @@ class MLPDenoiser(SpecModule, EmbedMixin):
         self.out = nn.Linear(cfg.hidden, cfg.dim)
         self.feature_channels = cfg.hidden
 
-    def raw(self, x_in, c_noise, labels, extra_emb=None):
-        emb = self._embed(c_noise, labels)
-        if extra_emb is not None:
-            emb = emb + extra_emb
-        h = self.inp(x_in) + self.emb_proj(emb)
+    def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor):
+        h = self.inp(x_in) + self.emb_proj(self._embed(c_noise, labels))
         for layer in self.layers:
             h = h + layer(F.silu(h))
         return self.out(F.silu(h)), h
-
-    def forward(self, x, sigma, labels, features: bool = False, extra_emb=None):
-        sigma = sigma.to(torch.float32).reshape(-1).expand(x.shape[0])
-        c_skip, c_out, c_in, c_noise = precondition(sigma, self.cfg.sigma_data)
-        f, feats = self.raw(expand(c_in, x) * x, c_noise, labels, extra_emb)
-        d = expand(c_skip, x) * x + expand(c_out, x) * f
-        return (d, feats) if features else d
