@@ -2,8 +2,10 @@
 
 dmd2: the EDM teacher's FID vs NFE (Heun), then DMD2 variants: 1 step with / without GAN, critic ratio
       1 vs 5, and a 4-step generator with backward simulation.
-msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), same per-student batch and
-      steps as DMD2; plus samples/s and parameters of each.
+msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), same steps as DMD2; plus
+      samples/s and parameters of each. By default each of K students gets batch B/K, so MSD spends the
+      same total compute as one DMD2 student and sees as many images per class (the paper's Table 3
+      "K = 4, B = 32" vs "K = 1, B = 128" comparison); --per-student-batch keeps B per student (its K scan).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
 DMD2_VARIANTS = [
@@ -34,6 +37,20 @@ def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str 
     if teacher:
         return teacher
     return str(train_run("edm", {"name": data, "data_dir": data_dir}, str(out / "teacher")))
+
+
+def _msd_batch(args, data: dict, over: list[str]) -> list[str]:
+    """train.batch_size = B / K for K students (equal total compute), unless --per-student-batch."""
+    from fewstep.experiment import build_experiment
+
+    if args.per_student_batch:
+        return []
+    exp = build_experiment("msd", data, None, list(args.overrides or []) + over)
+    k, b = exp.method.cfg.students, exp.train.batch_size
+    if b % k:
+        raise FewstepError(f"batch size {b} is not divisible by {k} students; pass --per-student-batch or "
+                         "train.batch_size=<multiple of K>")
+    return [f"train.batch_size={b // k}"]
 
 
 def _params(run) -> int:
@@ -65,6 +82,7 @@ def bench_continuous(args, which: str) -> dict:
     results = []
     for label, method, over in chosen:
         say(label)
+        over = over + _msd_batch(args, teacher.config["data"], over) if method == "msd" else over
         run_dir = train_run(method, teacher.config["data"], str(out / slug(label)), overrides=list(args.overrides or []) + over,
                             extra_method={"teacher": str(teacher_path)})
         run = load_run(run_dir, device=device)
@@ -98,7 +116,10 @@ def bench_continuous(args, which: str) -> dict:
                     (f"FID/precision/recall in the features of fewstep's {ds_name} classifier (not Inception), "
                      if ev is not None else "Exact 2-D mixture metrics, ")
                     + f"n = {t_rows[0]['n']} per setting, mean of {rep} seed block(s). params = one student's "
-                      "generator (MSD: each of K students; a sample uses one)."])
+                      "generator (MSD: each of K students; a sample uses one)."
+                    + ("" if which != "msd" else
+                       " Each MSD student trains with batch B/K (equal total compute to DMD2)." if not args.per_student_batch
+                       else " Each MSD student trains with the full batch B (K x the compute of DMD2).")])
     series = {"EDM teacher (Heun)": ([r["nfe"] for r in t_rows], [r["metrics"][metric] for r in t_rows])}
     hl = {r["label"]: r["metrics"][metric] for r in results}
     if floor:
