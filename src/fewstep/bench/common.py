@@ -79,6 +79,8 @@ def fmt(v, nd: int = 3) -> str:
     if isinstance(v, float):
         if abs(v) >= 100:
             return f"{v:.1f}"
+        if 0 < abs(v) < 0.01:  # keep two significant digits of small distances
+            return f"{v:.2g}"
         return f"{v:.{nd}f}"
     return str(v)
 
