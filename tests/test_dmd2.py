@@ -184,3 +184,22 @@ def test_gan_term_reaches_the_generator_only_when_enabled(tmp_path):
 
     with_gan, without = gen_update(True), gen_update(False)
     assert any(not torch.allclose(with_gan[k], without[k]) for k in with_gan)
+
+
+def test_msd_with_one_student_trains_exactly_like_dmd2(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.runs import load_run
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    over = ["train.steps=2", "train.batch_size=8", "train.warmup_steps=0", "method.critic_updates=2"]
+    nets = {}
+    for method, extra in (("dmd2", []), ("msd", ["method.students=1"])):
+        run = train_run(method, {"name": "digits"}, str(tmp_path / method), overrides=over + extra,
+                        extra_method={"teacher": teacher})
+        nets[method] = load_run(run).nets
+    dmd2, msd = nets["dmd2"]["generator"].state_dict(), nets["msd"]["generator0"].state_dict()
+    assert all(torch.equal(dmd2[k], msd[k]) for k in dmd2)
+    start = load_run(teacher).nets["model"].state_dict()
+    assert not all(torch.equal(dmd2[k], start[k]) for k in dmd2)  # it did train
