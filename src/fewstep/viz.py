@@ -36,7 +36,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int
 
 
 def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "FID",
-                          title: str = "", hlines: dict[str, float] | None = None, logy: bool = True) -> Path:
+                          title: str = "", hlines: dict[str, float] | None = None, logy: bool = True,
+                          xlabel: str = "sampling steps") -> Path:
     """series: name -> (steps, values); hlines: name -> value (e.g. one-step student, real floor)."""
     fig, ax = _figure((6, 4))
     for name, (xs, ys) in series.items():
@@ -47,7 +48,7 @@ def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], pa
     ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("sampling steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)

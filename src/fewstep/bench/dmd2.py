@@ -125,7 +125,7 @@ def bench_continuous(args, which: str) -> dict:
     if floor:
         hl["real floor"] = floor["fid"]
     plot_quality_vs_steps(series, out / f"{which}_{metric}_vs_nfe.png", ylabel=metric,
-                          title=f"{which.upper()} on {ds_name}", hlines=hl)
+                          title=f"{which.upper()} on {ds_name}", hlines=hl, xlabel="network evaluations (NFE)")
     write_outputs(out, f"bench_{which}", data, md)
     print(md)
     return data
