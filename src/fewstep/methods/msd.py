@@ -5,7 +5,7 @@ the paper's best partition, Table 3); sampling routes each class to the one stud
 sample still costs one forward pass of one student. Same-size students start as teacher copies. Smaller
 students (`student_channels`) are first trained by Teacher Score Matching (TSM, §3.3):
 lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
-for `tsm_steps` steps, before the DM(+GAN) stage. Each student has its own critic and GAN head
+for `tsm_steps` steps, with sigma over the whole noise grid, before the DM(+GAN) stage. Each student has its own critic and GAN head
 (teacher-sized), and its own stream of real images of its classes.
 There is no official code; this follows the paper's description.
 """
@@ -23,7 +23,7 @@ from fewstep.methods.base import Net, Phase, StepContext, StepOut
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.edm import continuous_training_data
 from fewstep.models.unet import MLPDenoiser, UNetDenoiser
-from fewstep.processes.gaussian import expand, loss_weight, sample_sigma
+from fewstep.processes.gaussian import expand, loss_weight
 from fewstep.samplers.gaussian import fewstep_sample
 
 
@@ -112,7 +112,9 @@ class MSD(DMD2):
         """Teacher Score Matching: regress the student denoiser onto the teacher's denoiser on noised real data."""
         batch = ctx.batch(stream)
         x, y = batch["x"], batch["labels"]
-        sigma = sample_sigma(len(x), device=x.device)
+        # levels over the whole Karras grid, as the critic draws them: EDM's log-normal almost never reaches
+        # sigma_max = 80, the level a one-step generator is used at (a first run with it collapsed, FID 127)
+        sigma = self._level(len(x), 0.0, 1.0, x.device)
         x_t = x + expand(sigma, x) * torch.randn_like(x)
         with torch.no_grad():
             target = ctx.net("teacher")(x_t, sigma, y)
