@@ -113,7 +113,7 @@ class MSD(DMD2):
         batch = ctx.batch(stream)
         x, y = batch["x"], batch["labels"]
         # levels over the whole Karras grid, as the critic draws them: EDM's log-normal almost never reaches
-        # sigma_max = 80, the level a one-step generator is used at (a first run with it collapsed, FID 127)
+        # sigma_max = 80, the level a one-step generator is used at
         sigma = self._level(len(x), 0.0, 1.0, x.device)
         x_t = x + expand(sigma, x) * torch.randn_like(x)
         with torch.no_grad():
