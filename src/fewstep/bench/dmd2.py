@@ -105,6 +105,9 @@ def bench_continuous(args, which: str) -> dict:
         heads = ["sampler", "NFE", "params", "energy distance", "precision", "class acc", "modes hit", "samples/s"]
         row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["energy"], r["metrics"]["precision"],  # noqa: E731
                                       r["metrics"]["class_acc"], r["metrics"]["modes_hit"], r["samples_per_s"]]
+    batch_note = "" if which != "msd" else (
+        " Each MSD student trains with the full batch B (K x the compute of DMD2)." if args.per_student_batch
+        else " Each MSD student trains with batch B/K (equal total compute to DMD2).")
     tp = data["teacher_params"]
     rows = [row(f"EDM teacher, Heun {r['steps']} steps", r["nfe"], tp, r) for r in t_rows]
     rows += [row(r["label"], r["nfe"], r["params"], r) for r in results]
@@ -116,10 +119,7 @@ def bench_continuous(args, which: str) -> dict:
                     (f"FID/precision/recall in the features of fewstep's {ds_name} classifier (not Inception), "
                      if ev is not None else "Exact 2-D mixture metrics, ")
                     + f"n = {t_rows[0]['n']} per setting, mean of {rep} seed block(s). params = one student's "
-                      "generator (MSD: each of K students; a sample uses one)."
-                    + ("" if which != "msd" else
-                       " Each MSD student trains with batch B/K (equal total compute to DMD2)." if not args.per_student_batch
-                       else " Each MSD student trains with the full batch B (K x the compute of DMD2).")])
+                      "generator (MSD: each of K students; a sample uses one)." + batch_note])
     series = {"EDM teacher (Heun)": ([r["nfe"] for r in t_rows], [r["metrics"][metric] for r in t_rows])}
     hl = {r["label"]: r["metrics"][metric] for r in results}
     if floor:

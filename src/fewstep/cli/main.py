@@ -131,8 +131,9 @@ def build_parser() -> Parser:
     for which in ("dmd2", "msd"):
         bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
         bc.add_argument("--only", help="comma-separated substrings selecting variants (e.g. 'K=4')")
-    bc.add_argument("--per-student-batch", action="store_true",
-                    help="give each of K students the full batch (K x the compute of DMD2) instead of batch/K")
+        if which == "msd":
+            bc.add_argument("--per-student-batch", action="store_true",
+                            help="give each of K students the full batch (K x the compute of DMD2) instead of batch/K")
 
     x = sub.add_parser("export", help="slim inference checkpoint: EMA weights + config, no optimizer state")
     x.add_argument("--run", required=True)

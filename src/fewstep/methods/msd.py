@@ -5,8 +5,8 @@ the paper's best partition, Table 3); sampling routes each class to the one stud
 sample still costs one forward pass of one student. Same-size students start as teacher copies. Smaller
 students (`student_channels`) are first trained by Teacher Score Matching (TSM, §3.3):
 lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
-for `tsm_steps` steps, with sigma over the whole noise grid, before the DM(+GAN) stage. Each student has its own critic and GAN head
-(teacher-sized), and its own stream of real images of its classes.
+sigma over the whole noise grid, for `tsm_steps` steps before the DM(+GAN) stage. Each student has its own
+critic and GAN head (teacher-sized), and its own stream of real images of its classes.
 There is no official code; this follows the paper's description.
 """
 
