@@ -39,13 +39,13 @@ def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str 
     return str(train_run("edm", {"name": data, "data_dir": data_dir}, str(out / "teacher")))
 
 
-def _msd_batch(args, data: dict, over: list[str]) -> list[str]:
+def _msd_batch(per_student_batch: bool, data: dict, overrides: list[str]) -> list[str]:
     """train.batch_size = B / K for K students (equal total compute), unless --per-student-batch."""
     from fewstep.experiment import build_experiment
 
-    if args.per_student_batch:
+    if per_student_batch:
         return []
-    exp = build_experiment("msd", data, None, list(args.overrides or []) + over)
+    exp = build_experiment("msd", data, None, overrides)
     k, b = exp.method.cfg.students, exp.train.batch_size
     if b % k:
         raise FewstepError(f"batch size {b} is not divisible by {k} students; pass --per-student-batch or "
@@ -79,11 +79,12 @@ def bench_continuous(args, which: str) -> dict:
         t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
     variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
     chosen = [v for v in variants if not args.only or any(o in v[0] for o in args.only.split(","))]
-    results = []
+    results, user_over = [], list(args.overrides or [])
     for label, method, over in chosen:
         say(label)
-        over = over + _msd_batch(args, teacher.config["data"], over) if method == "msd" else over
-        run_dir = train_run(method, teacher.config["data"], str(out / slug(label)), overrides=list(args.overrides or []) + over,
+        if method == "msd":
+            over = over + _msd_batch(args.per_student_batch, teacher.config["data"], user_over + over)
+        run_dir = train_run(method, teacher.config["data"], str(out / slug(label)), overrides=user_over + over,
                             extra_method={"teacher": str(teacher_path)})
         run = load_run(run_dir, device=device)
         r = repeated_eval(run, n, rep, evaluator=ev)
