@@ -208,3 +208,37 @@ def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample", "--run", img, "--n", 10, "--steps", 2, "--cfg", 1.5,
                            "--out", tmp_path / "i.png")
     assert code == 0, err
+
+
+def test_bench_variant_selection_by_whole_label_or_substring():
+    from fewstep.bench.dmd2 import DMD2_VARIANTS, MSD_VARIANTS, select_variants
+
+    labels = lambda vs: [v[0] for v in vs]
+    assert labels(select_variants(MSD_VARIANTS, "MSD K=4")) == ["MSD K=4"]
+    assert labels(select_variants(MSD_VARIANTS, "K=4")) == ["MSD K=4", "MSD K=4, smaller students + TSM"]
+    assert labels(select_variants(MSD_VARIANTS, "K=2,smaller")) == ["MSD K=2", "MSD K=4, smaller students + TSM"]
+    first = DMD2_VARIANTS[0][0]
+    assert labels(select_variants(DMD2_VARIANTS, first)) == [first]
+    assert select_variants(DMD2_VARIANTS, None) == DMD2_VARIANTS
+
+
+def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
+    from fewstep.errors import FewstepError
+    from fewstep.runlog import read_curve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.jsonl").write_text('{"step": 200, "fid": 30.0}\n{"step": 100, "fid": 40.0}\n')
+    (run / "stats.jsonl").write_text("".join(json.dumps({"step": s, "time": 0.1, "g/loss": 1.0 / s}) + "\n"
+                                             for s in (10, 20)))
+    assert read_curve(run, "fid") == ([100, 200], [40.0, 30.0])
+    assert read_curve(run, "g/loss") == ([10, 20], [0.1, 0.05])
+    with pytest.raises(FewstepError, match="it has: fid, g/loss"):
+        read_curve(run, "recall")
+    code, _, err = run_cli(capsys, "plot", run, "--out", tmp_path / "c.png", "--hline", "teacher=19.5")
+    assert code == 0, err
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    code, _, err = run_cli(capsys, "plot", run, "--out", tmp_path / "c.png", "--hline", "teacher")
+    assert code == 2 and "NAME=VALUE" in err
+    code, _, err = run_cli(capsys, "plot", run, run, "--label", "a", "--out", tmp_path / "c.png")
+    assert code == 2 and "one --label per run" in err

@@ -27,6 +27,26 @@ class JsonlLog:
             f.write(json.dumps(clean) + "\n")
 
 
+def read_curve(run_dir: str | Path, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of `metric` from <run>/eval.jsonl (evaluations), else <run>/stats.jsonl (training logs)."""
+    from fewstep.errors import FewstepError
+
+    run_dir, seen = Path(run_dir), set()
+    for name in ("eval.jsonl", "stats.jsonl"):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None and "step" in r]
+        if points:
+            steps, values = zip(*sorted(dict(points).items()))
+            return list(steps), [float(v) for v in values]
+        seen.update(k for r in rows for k in r if k not in ("step", "time"))
+    if not seen:
+        raise FewstepError(f"'{run_dir}' has no eval.jsonl or stats.jsonl; pass a run folder written by fewstep")
+    raise FewstepError(f"no '{metric}' in '{run_dir}'; it has: {', '.join(sorted(seen))}")
+
+
 def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm:
     """A tqdm bar (ETA included); FEWSTEP_PROGRESS=0 silences it (tests)."""
     disable = (not enabled) or os.environ.get("FEWSTEP_PROGRESS", "1") == "0"

@@ -1,4 +1,4 @@
-"""Pictures: sample grids and quality-vs-steps curves (matplotlib Agg, PNG)."""
+"""Pictures: sample grids, quality-vs-steps and training curves (matplotlib Agg, PNG)."""
 
 from __future__ import annotations
 
@@ -37,15 +37,16 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int
 
 def plot_quality_vs_steps(series: dict[str, tuple[list[float], list[float]]], path: str | Path, ylabel: str = "FID",
                           title: str = "", hlines: dict[str, float] | None = None, logy: bool = True,
-                          xlabel: str = "sampling steps") -> Path:
+                          xlabel: str = "sampling steps", logx: bool = True) -> Path:
     """series: name -> (steps, values); hlines: name -> value (e.g. one-step student, real floor)."""
     fig, ax = _figure((6, 4))
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
+        ax.plot(xs, ys, marker="o" if len(xs) <= 40 else None, label=name)
     styles = ["--", ":", "-."]
     for i, (name, v) in enumerate((hlines or {}).items()):
         ax.axhline(v, linestyle=styles[i % 3], color=f"C{len(series) + i}", label=name)
-    ax.set_xscale("log", base=2)
+    if logx:
+        ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -63,7 +63,7 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
 
 def command_line(fallback: str) -> str:
     """The `fewstep ...` command this process was started with (the fallback when run from Python)."""
-    if sys.argv[0].endswith("fewstep"):
+    if sys.argv[0].endswith(("fewstep", "fewstep/cli/main.py")):  # the script or `python -m fewstep.cli.main`
         return "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return fallback
 

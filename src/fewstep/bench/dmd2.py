@@ -31,6 +31,14 @@ MSD_VARIANTS = [
 HEUN_STEPS = [1, 2, 3, 5, 9, 18]
 
 
+def select_variants(variants: list, only: str | None) -> list:
+    """--only: a whole label picks exactly that variant, else each comma-separated item picks every label holding it."""
+    if not only:
+        return variants
+    exact = [v for v in variants if v[0] == only]
+    return exact or [v for v in variants if any(o.strip() in v[0] for o in only.split(","))]
+
+
 def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str | None) -> str:
     from fewstep.cli.commands import train_run
 
@@ -78,7 +86,7 @@ def bench_continuous(args, which: str) -> dict:
         r = repeated_eval(teacher, n, rep, evaluator=ev, steps=s, solver="heun")
         t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
     variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
-    chosen = [v for v in variants if not args.only or any(o in v[0] for o in args.only.split(","))]
+    chosen = select_variants(variants, args.only)
     results, user_over = [], list(args.overrides or [])
     for label, method, over in chosen:
         say(label)

@@ -211,6 +211,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _name_value(spec: str) -> tuple[str, float]:
+    name, _, value = spec.rpartition("=")
+    try:
+        if name:
+            return name, float(value)
+    except ValueError:
+        pass
+    raise FewstepError(f"--hline '{spec}' must be NAME=VALUE, e.g. 'teacher 16 steps=19.1'")
+
+
+def cmd_plot(args) -> int:
+    from fewstep.runlog import read_curve
+    from fewstep.viz import plot_quality_vs_steps
+
+    labels = args.label or [Path(r).name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise FewstepError(f"{len(labels)} --label for {len(args.runs)} runs; give one --label per run, in order")
+    series = {}
+    for label, run in zip(labels, args.runs):
+        steps, values = read_curve(run, args.metric)
+        if args.smooth > 1:  # trailing moving average: training losses are noisy
+            values = [sum(values[max(0, i - args.smooth + 1): i + 1]) / (i + 1 - max(0, i - args.smooth + 1))
+                      for i in range(len(values))]
+        series[label] = (steps, values)
+    hlines = dict(_name_value(spec) for spec in args.hline or [])
+    out = plot_quality_vs_steps(series, args.out, ylabel=args.metric, title=args.title or "", hlines=hlines,
+                                logy=args.logy, xlabel="training step", logx=False)
+    say(f"plot -> {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fewstep.demo import run_demo
 
@@ -233,4 +264,4 @@ def cmd_info(args) -> int:
 
 def dispatch(args) -> int:
     return {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "export": cmd_export, "demo": cmd_demo, "info": cmd_info}[args.command](args)
+            "export": cmd_export, "plot": cmd_plot, "demo": cmd_demo, "info": cmd_info}[args.command](args)

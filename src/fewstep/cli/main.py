@@ -130,7 +130,7 @@ def build_parser() -> Parser:
     bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
     for which in ("dmd2", "msd"):
         bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
-        bc.add_argument("--only", help="comma-separated substrings selecting variants (e.g. 'K=4')")
+        bc.add_argument("--only", help="a whole variant label, or comma-separated substrings of labels (e.g. 'K=2,smaller')")
         if which == "msd":
             bc.add_argument("--per-student-batch", action="store_true",
                             help="give each of K students the full batch (K x the compute of DMD2) instead of batch/K")
@@ -138,6 +138,16 @@ def build_parser() -> Parser:
     x = sub.add_parser("export", help="slim inference checkpoint: EMA weights + config, no optimizer state")
     x.add_argument("--run", required=True)
     x.add_argument("--out", required=True)
+
+    pl = sub.add_parser("plot", help="training curves of runs: a metric from eval.jsonl or stats.jsonl vs step")
+    pl.add_argument("runs", nargs="+", help="run folders")
+    pl.add_argument("--metric", default="fid", help="fid, recall, ... (eval.jsonl) or e.g. generator/loss (stats)")
+    pl.add_argument("--out", required=True, help="PNG path")
+    pl.add_argument("--label", action="append", help="legend name, once per run in order (default: folder names)")
+    pl.add_argument("--hline", action="append", metavar="NAME=VALUE", help="reference line, e.g. 'teacher=19.1'")
+    pl.add_argument("--smooth", type=int, default=1, help="moving average over N points")
+    pl.add_argument("--logy", action="store_true", help="log-scale y axis")
+    pl.add_argument("--title")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
     d.add_argument("--out", default="runs/demo")
