@@ -242,3 +242,5 @@ def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
     assert code == 2 and "NAME=VALUE" in err
     code, _, err = run_cli(capsys, "plot", run, run, "--label", "a", "--out", tmp_path / "c.png")
     assert code == 2 and "one --label per run" in err
+    code, _, err = run_cli(capsys, "plot", run, "--smooth", 0, "--out", tmp_path / "c.png")
+    assert code == 2 and "--smooth must be at least 1" in err

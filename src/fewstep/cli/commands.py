@@ -228,13 +228,13 @@ def cmd_plot(args) -> int:
     labels = args.label or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         raise FewstepError(f"{len(labels)} --label for {len(args.runs)} runs; give one --label per run, in order")
+    if args.smooth < 1:
+        raise FewstepError(f"--smooth must be at least 1 (1 = raw values), not {args.smooth}")
     series = {}
     for label, run in zip(labels, args.runs):
         steps, values = read_curve(run, args.metric)
-        if args.smooth > 1:  # trailing moving average: training losses are noisy
-            values = [sum(values[max(0, i - args.smooth + 1): i + 1]) / (i + 1 - max(0, i - args.smooth + 1))
-                      for i in range(len(values))]
-        series[label] = (steps, values)
+        windows = [values[max(0, i + 1 - args.smooth): i + 1] for i in range(len(values))]
+        series[label] = (steps, [sum(w) / len(w) for w in windows])  # trailing mean: training losses are noisy
     hlines = dict(_name_value(spec) for spec in args.hline or [])
     out = plot_quality_vs_steps(series, args.out, ylabel=args.metric, title=args.title or "", hlines=hlines,
                                 logy=args.logy, xlabel="training step", logx=False)

@@ -145,7 +145,7 @@ def build_parser() -> Parser:
     pl.add_argument("--out", required=True, help="PNG path")
     pl.add_argument("--label", action="append", help="legend name, once per run in order (default: folder names)")
     pl.add_argument("--hline", action="append", metavar="NAME=VALUE", help="reference line, e.g. 'teacher=19.1'")
-    pl.add_argument("--smooth", type=int, default=1, help="moving average over N points")
+    pl.add_argument("--smooth", type=int, default=1, help="trailing mean over N points (1 = raw)")
     pl.add_argument("--logy", action="store_true", help="log-scale y axis")
     pl.add_argument("--title")
 
