@@ -173,7 +173,10 @@ def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     assert code == 0, err
     data = json.loads((tmp_path / "bd" / "bench_dimo.json").read_text())
     assert [a["label"] for a in data["ablations"]["sigma_init"]][:2] == ["sigma_init=0.0", "sigma_init=0.1"]
-    assert data["speed"]["speedup"] > 0 and len(data["temperature_sweep"]) == 6
+    assert data["speed"]["speedup"] > 0 and len(data["temperature_sweep"]) == 8
+    cfg = data["student_config"]
+    assert data["teacher_as_distilled"]["label"] == (
+        f"teacher as distilled: random order, 64 steps, CFG {cfg['teacher_cfg']} constant, T {cfg['teacher_temp']}")
     from helpers import train_tiny_edm
 
     edm = train_tiny_edm(tmp_path / "edm")

@@ -1,7 +1,9 @@
 """`fewstep bench dimo`: the one-step student against its teacher, speed, and ablations.
 
-Ablations (each a separate short distillation, same seed and budget): r_init, divergence, sigma_init;
-plus a sampling-temperature sweep of the main student (no retraining).
+Ablations (each a separate short distillation, same seed and budget): r_init, divergence, sigma_init,
+guidance (the teacher's CFG and temperature during distillation); plus a sampling-temperature sweep of
+the main student (no retraining) and the teacher sampled as the student is taught to (random order,
+constant CFG, the distillation temperature).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ ABLATIONS = {
                    ("Jensen-Shannon", ["method.divergence=js"]), ("squared Hellinger", ["method.divergence=hellinger"])],
     "sigma_init": [("sigma_init=0.0", ["method.sigma_init=0.0"]), ("sigma_init=0.1", ["method.sigma_init=0.1"]),
                    ("sigma_init=0.3", ["method.sigma_init=0.3"]), ("sigma_init=0.6", ["method.sigma_init=0.6"])],
+    "guidance": [("teacher CFG 2.0 (official)", ["method.teacher_cfg=2.0", "method.teacher_temp=1.0"]),
+                 ("teacher CFG 1.25", ["method.teacher_cfg=1.25", "method.teacher_temp=1.0"]),
+                 ("teacher CFG 1.25, T 0.9", ["method.teacher_cfg=1.25", "method.teacher_temp=0.9"]),
+                 ("teacher CFG 1.25, T 0.8", ["method.teacher_cfg=1.25", "method.teacher_temp=0.8"])],
 }
-TEMPERATURES = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0]  # paper App. D sweeps upwards; unconverged students prefer < 1
+TEMPERATURES = [0.1, 0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 4.0]  # paper App. D sweeps upwards; short runs prefer < 1
 
 
 def _distill(teacher_path: str, data: dict, out: Path, overrides: list[str]) -> Path:
@@ -61,6 +67,13 @@ def bench_dimo(args) -> dict:
     say("student (1 step) and teacher at " + ",".join(map(str, steps_list)) + " steps")
     s_res = repeated_eval(student, n, rep, evaluator=ev)
     t_res = {s: repeated_eval(teacher, n, rep, evaluator=ev, steps=s) for s in steps_list}
+    # The distribution DiMO matches: the teacher's own conditionals at the distillation guidance and
+    # temperature, unmasked in random order one position per step - not the confidence sampler above.
+    sm = student.config["method"]
+    target_label = (f"teacher as distilled: random order, {teacher.info['seq_len']} steps, "
+                    f"CFG {sm['teacher_cfg']} constant, T {sm['teacher_temp']}")
+    target_res = repeated_eval(teacher, n, rep, evaluator=ev, steps=teacher.info["seq_len"], remask="random",
+                               cfg=sm["teacher_cfg"], cfg_ramp="constant", temperature=sm["teacher_temp"])
     # speed in one process, same batch size: one-step student vs the teacher's 16-step CFG sampler
     speed_cfg = t_cfg if t_cfg != 1.0 else 2.0  # a guided sampler: two network evaluations per step
     speed_t = repeated_eval(teacher, n, 1, evaluator=ev, steps=16, cfg=speed_cfg)
@@ -89,11 +102,13 @@ def bench_dimo(args) -> dict:
     data = {"benchmark": "dimo", "dataset": teacher.info["dataset"], "machine": m, "command": command,
             "teacher": str(teacher.path), "student": str(student.path), "student_config": student.config["method"],
             "train": student.config["train"], "student_result": s_res, "teacher_results": {str(k): v for k, v in t_res.items()},
+            "teacher_as_distilled": {"label": target_label, **target_res},
             "speed": {"student_samples_per_s": speed_s["samples_per_s"], "teacher16_cfg_samples_per_s":
                       speed_t["samples_per_s"], "speedup": speedup, "teacher_cfg": speed_cfg},
             "temperature_sweep": [{"temperature": t, **r} for t, r in temps], "ablations": ablations, "floor": floor}
     headers = ["sampler", "FID", "precision", "recall", "class acc", "samples/s"]
     rows = [_row(f"teacher {s} steps (CFG {t_cfg})", r) for s, r in t_res.items()]
+    rows.append(_row(target_label, target_res))
     rows.append(_row("DiMO student, 1 step", s_res))
     rows.append(["real data (test vs train)", floor["fid"], floor["precision"], floor["recall"], floor["class_acc"], None])
     parts = [f"### DiMO on `{data['dataset']}`", "", f"Machine: {machine_line(m)}.", f"Command: `{command}`", "",
