@@ -68,7 +68,7 @@ def bench_dimo(args) -> dict:
     s_res = repeated_eval(student, n, rep, evaluator=ev)
     t_res = {s: repeated_eval(teacher, n, rep, evaluator=ev, steps=s) for s in steps_list}
     # The distribution DiMO matches: the teacher's own conditionals at the distillation guidance and
-    # temperature, unmasked in random order one position per step - not the confidence sampler above.
+    # temperature, unmasked in random order over as many steps as positions - not the confidence sampler above.
     sm = student.config["method"]
     target_label = (f"teacher as distilled: random order, {teacher.info['seq_len']} steps, "
                     f"CFG {sm['teacher_cfg']} constant, T {sm['teacher_temp']}")
