@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fewstep.errors import FewstepError
+
 
 class JsonlLog:
     def __init__(self, path: Path, enabled: bool = True):
@@ -29,8 +31,6 @@ class JsonlLog:
 
 def read_curve(run_dir: str | Path, metric: str) -> tuple[list[int], list[float]]:
     """(steps, values) of `metric` from <run>/eval.jsonl (evaluations), else <run>/stats.jsonl (training logs)."""
-    from fewstep.errors import FewstepError
-
     run_dir, seen = Path(run_dir), set()
     for name in ("eval.jsonl", "stats.jsonl"):
         path = run_dir / name
