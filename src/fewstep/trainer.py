@@ -104,6 +104,7 @@ class Trainer:
         unknown = {n for ph in self.phase_list for n in ph.trains} - {k for k, v in self.nets.items() if v.trainable}
         if unknown:
             raise FewstepError(f"method '{self.method.name}' trains networks it did not declare trainable: {unknown}")
+        self.total_steps = self.method.stage_steps() + self.cfg.steps
         self.raw: dict[str, nn.Module] = {}
         self.wrapped: dict[str, nn.Module] = {}
         self.optims: dict[str, torch.optim.Optimizer] = {}
@@ -234,7 +235,7 @@ class Trainer:
         w = self.cfg.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
         if self.cfg.lr_schedule == "cosine" and step >= w:
-            progress_ = (step - w) / max(1, self.cfg.steps - w)
+            progress_ = (step - w) / max(1, self.total_steps - w)
             factor *= 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
         lr = 0.0
         for n in names:
@@ -328,7 +329,7 @@ class Trainer:
         return {n: (self.emas[n].module if n in self.emas else self.raw[n]) for n in self.nets}
 
     def fit(self, fresh: bool = False) -> dict[str, Any]:
-        """Train to `train.steps`, resuming from the latest checkpoint unless `fresh`. Returns final logs."""
+        """Train for the method's stage_steps() + `train.steps`, resuming from the latest checkpoint unless `fresh`. Returns final logs."""
         self._setup()
         acc = self.accelerator
         self.bad_steps = 0
@@ -343,11 +344,11 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt_io.write_json_atomic(self.run_dir / "config.json", self._checkpoint_config())
         log = JsonlLog(self.run_dir / "stats.jsonl", enabled=acc.is_main_process)
-        bar = progress(self.cfg.steps, initial=start, desc=self.method.name,
+        bar = progress(self.total_steps, initial=start, desc=self.method.name,
                        enabled=self.show_progress and acc.is_main_process)
         timer, last_logs = Timer(), {}
         main_loss_key = None
-        for step in range(start, self.cfg.steps):
+        for step in range(start, self.total_steps):
             logs: dict[str, float] = {}
             for phase in self.phase_list:
                 if phase.active(step):
@@ -359,11 +360,11 @@ class Trainer:
             if main_loss_key and main_loss_key in logs:
                 bar.set_postfix({"loss": f"{logs[main_loss_key]:.4f}"}, refresh=False)
             bar.update(1)
-            if done % self.cfg.log_every == 0 or done == self.cfg.steps:
+            if done % self.cfg.log_every == 0 or done == self.total_steps:
                 log.write({"step": done, "time": round(timer.elapsed(), 3), **logs})
-            if done % self.cfg.ckpt_every == 0 or done == self.cfg.steps:
+            if done % self.cfg.ckpt_every == 0 or done == self.total_steps:
                 self.save(done)
-            due = [hook for every, hook in self.hooks if every > 0 and (done % every == 0 or done == self.cfg.steps)]
+            due = [hook for every, hook in self.hooks if every > 0 and (done % every == 0 or done == self.total_steps)]
             if due:  # after saving: a failing hook never costs a checkpoint
                 modes = {n: m.training for n, m in self.raw.items()}
                 for m in self.raw.values():
@@ -377,7 +378,7 @@ class Trainer:
                 for n, m in self.raw.items():
                     m.train(modes[n])
         bar.close()
-        if start >= self.cfg.steps and ckpt_io.latest_checkpoint(self.run_dir) is None:
+        if start >= self.total_steps and ckpt_io.latest_checkpoint(self.run_dir) is None:
             self.save(start)
         return last_logs
 

@@ -91,6 +91,10 @@ class Method:
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
+    def stage_steps(self) -> int:
+        """Steps of a stage run before the train.steps budget (MSD's TSM pre-training); the trainer adds them."""
+        return 0
+
     def training_data(self) -> dict[str, torch.Tensor] | dict[str, dict[str, torch.Tensor]]:
         """Tensors the trainer streams batches from (all of equal length), when needs_data is True.
 
