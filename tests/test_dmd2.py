@@ -205,7 +205,6 @@ def test_msd_with_one_student_trains_exactly_like_dmd2(tmp_path):
     assert not all(torch.equal(dmd2[k], start[k]) for k in dmd2)  # it did train
 
 
-
 def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
     import json
 
@@ -216,7 +215,8 @@ def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
     teacher = str(train_tiny_edm(tmp_path / "edm"))
     over = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "method.students=2",
             "method.student_channels=[8,8]", "method.tsm_steps=3", "method.critic_updates=1"]
-    run = train_run("msd", {"name": "digits"}, str(tmp_path / "msd"), overrides=over, extra_method={"teacher": teacher})
+    run = train_run("msd", {"name": "digits"}, str(tmp_path / "msd"), overrides=over,
+                    extra_method={"teacher": teacher})
     logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [1, 2, 3, 4, 5]
     assert all("tsm0/loss" in r and "generator0/loss" not in r for r in logs[:3])

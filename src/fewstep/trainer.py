@@ -329,7 +329,7 @@ class Trainer:
         return {n: (self.emas[n].module if n in self.emas else self.raw[n]) for n in self.nets}
 
     def fit(self, fresh: bool = False) -> dict[str, Any]:
-        """Train for the method's stage_steps() + `train.steps`, resuming from the latest checkpoint unless `fresh`. Returns final logs."""
+        """Train stage_steps() + `train.steps` steps, resuming unless `fresh`. Returns final logs."""
         self._setup()
         acc = self.accelerator
         self.bad_steps = 0
@@ -360,11 +360,12 @@ class Trainer:
             if main_loss_key and main_loss_key in logs:
                 bar.set_postfix({"loss": f"{logs[main_loss_key]:.4f}"}, refresh=False)
             bar.update(1)
-            if done % self.cfg.log_every == 0 or done == self.total_steps:
+            last = done == self.total_steps
+            if done % self.cfg.log_every == 0 or last:
                 log.write({"step": done, "time": round(timer.elapsed(), 3), **logs})
-            if done % self.cfg.ckpt_every == 0 or done == self.total_steps:
+            if done % self.cfg.ckpt_every == 0 or last:
                 self.save(done)
-            due = [hook for every, hook in self.hooks if every > 0 and (done % every == 0 or done == self.total_steps)]
+            due = [hook for every, hook in self.hooks if every > 0 and (done % every == 0 or last)]
             if due:  # after saving: a failing hook never costs a checkpoint
                 modes = {n: m.training for n, m in self.raw.items()}
                 for m in self.raw.values():

@@ -5,8 +5,8 @@ the paper's best partition, Table 3); sampling routes each class to the one stud
 sample still costs one forward pass of one student. Same-size students start as teacher copies. Smaller
 students (`student_channels`) are first trained by Teacher Score Matching (TSM, §3.3):
 lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
-sigma over the whole noise grid, for `tsm_steps` steps before the train.steps of the DM(+GAN) stage. Each student has its own
-critic and GAN head (teacher-sized), and its own stream of real images of its classes.
+sigma over the whole noise grid, for `tsm_steps` steps before the train.steps of the DM(+GAN) stage. Each
+student has its own critic and GAN head (teacher-sized), and its own stream of real images of its classes.
 There is no official code; this follows the paper's description.
 """
 
@@ -31,7 +31,7 @@ from fewstep.samplers.gaussian import fewstep_sample
 class MSDConfig(DMD2Config):
     students: int = 4
     student_channels: tuple[int, ...] | None = None  # None: teacher-sized students (copies); else smaller UNets
-    tsm_steps: int = 0  # TSM steps before train.steps, smaller students only (required when student_channels is set)
+    tsm_steps: int = 0  # TSM steps run before train.steps; smaller students only, and required for them
 
     def __post_init__(self):
         super().__post_init__()
