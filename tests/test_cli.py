@@ -114,6 +114,10 @@ def test_sample_errors(tmp_path, capsys, digits_teacher):
     assert code == 2 and "out of range" in err
     code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--r-init", 0.5)
     assert code == 2 and "do not apply to 'maskgit'" in err
+    for flag, value, msg in [("--steps", 0, "steps must be >= 1"), ("--temperature", 0, "temperature must be > 0"),
+                             ("--desmooth", 1.0, "desmooth must be in [0, 1)"), ("--top-k", 0, "top_k must be >= 1")]:
+        code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 2, flag, value)
+        assert code == 2 and err.strip().count("\n") == 0 and msg in err, err
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run_cli(capsys, "eval", "--run", empty)
@@ -176,7 +180,8 @@ def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     assert data["speed"]["speedup"] > 0 and len(data["temperature_sweep"]) == 8
     cfg = data["student_config"]
     assert data["teacher_as_distilled"]["label"] == (
-        f"teacher as distilled: random order, 64 steps, CFG {cfg['teacher_cfg']} constant, T {cfg['teacher_temp']}")
+        f"teacher as distilled: random order, 64 steps, CFG {cfg['teacher_cfg']} {cfg['teacher_cfg_ramp']}, "
+        f"T {cfg['teacher_temp']}, smoothing {cfg['aux_label_smoothing']} removed")
     from helpers import train_tiny_edm
 
     edm = train_tiny_edm(tmp_path / "edm")

@@ -21,18 +21,18 @@ def dimo_parts(tmp_path_factory):
     return exp.method, nets
 
 
-@pytest.mark.parametrize("normalization", ["sum", "mean"])
-def test_generator_gradient_is_g_at_masked_positions_and_zero_elsewhere(dimo_parts, monkeypatch, normalization):
+@pytest.mark.parametrize("normalization,ramp", [("sum", "constant"), ("mean", "constant"), ("sum", "linear")])
+def test_generator_gradient_is_g_at_masked_positions_and_zero_elsewhere(dimo_parts, monkeypatch, normalization, ramp):
     import fewstep.methods.dimo as dimo_mod
 
     method, nets = dimo_parts
-    method.cfg.normalization = normalization
+    method.cfg.normalization, method.cfg.teacher_cfg_ramp = normalization, ramp
     seen = {}
     real_mask = dimo_mod.forward_mask
 
-    def recording_mask(x, schedule, mask_id):
-        x_t, mask = real_mask(x, schedule, mask_id)
-        seen["x_t"], seen["mask"] = x_t, mask
+    def recording_mask(x, schedule, mask_id, t):
+        x_t, mask = real_mask(x, schedule, mask_id, t=t)
+        seen["x_t"], seen["mask"], seen["t"] = x_t, mask, t
         return x_t, mask
 
     real_net = nets["generator"]
@@ -54,8 +54,10 @@ def test_generator_gradient_is_g_at_masked_positions_and_zero_elsewhere(dimo_par
     # recompute g independently from the teacher (with CFG) and the aux model at the same x_t
     torch.manual_seed(0)
     y = torch.randint(0, 10, (6,))  # first draw of the generator step
+    # linear: each sample guided as the teacher's sampler guides at its progress t (1 at all-[M], 1.7 at the end)
+    cfg = [1.7] * 6 if ramp == "constant" else [1.0 + 0.7 * float(t) for t in seen["t"]]
     with torch.no_grad():
-        zt = guided_logits(nets["teacher"], x_t, y, 1.7, 10)
+        zt = torch.cat([guided_logits(nets["teacher"], x_t[i:i + 1], y[i:i + 1], cfg[i], 10) for i in range(6)])
         za = nets["aux"](x_t, y)
         g = divergence_logit_grad(zt, za, "jeffrey", beta=0.3)
     scale = 1 / 6 if normalization == "sum" else (1 / (6 * mask.sum(1).float()))[:, None, None]

@@ -6,6 +6,7 @@ from fewstep.data.synthetic import ExactTeacher, MarkovMixture
 from fewstep.metrics.exact import exact_metrics
 from fewstep.samplers.masked import (
     categorical_from_uniform, cfg_scale_at, guided_logits, hybrid_init, maskgit_sample, onestep_sample,
+    remove_label_smoothing,
 )
 from fewstep.samplers.noise import SeedStream, parse_seeds
 
@@ -80,9 +81,40 @@ def test_guidance_formula_and_ramp():
     x, y = torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1])
     assert torch.allclose(guided_logits(net, x, y, 1.0, 9), torch.full((2, 3, 4), 2.0))
     assert torch.allclose(guided_logits(net, x, y, 3.0, 9), torch.full((2, 3, 4), 1.0 + 3.0 * 1.0))
+    per_sample = guided_logits(net, x, y, torch.tensor([1.0, 3.0]), 9)  # DiMO's ramped teacher guidance
+    assert torch.allclose(per_sample[0], torch.full((3, 4), 2.0)) and torch.allclose(per_sample[1], torch.full((3, 4), 4.0))
     assert cfg_scale_at(0, 5, 3.0, "linear") == 1.0
     assert cfg_scale_at(4, 5, 3.0, "linear") == 3.0
     assert cfg_scale_at(2, 5, 3.0, "constant") == 3.0
+
+
+def test_remove_label_smoothing_inverts_smoothing_and_clips_below_the_floor():
+    p = torch.softmax(torch.randn(50, 17) * 3, -1)
+    eps = 0.1
+    smoothed = (1 - eps) * p + eps / 17  # what a model trained with label smoothing eps predicts for data p
+    assert torch.allclose(remove_label_smoothing(smoothed, eps), p, atol=1e-6)
+    assert torch.equal(remove_label_smoothing(smoothed, 0.0), smoothed)
+    below = torch.tensor([0.9, 0.095, 0.005])  # 0.005 < eps / V = 0.0333: the model puts no data mass there
+    out = remove_label_smoothing(below, eps)
+    assert out[2] == 0 and torch.allclose(out.sum(), torch.tensor(1.0))
+    assert torch.allclose(out[:2] / out[:2].sum(), (below[:2] - eps / 3) / (below[:2] - eps / 3).sum())
+
+
+def test_desmooth_samples_the_unsmoothed_distribution():
+    """A net that predicts token 1 smoothed by eps: plain sampling picks other tokens about eps (V-1)/V of the
+    time; with the smoothing removed it always picks token 1."""
+    V, L, eps = 5, 16, 0.2
+
+    def net(tokens, labels, **_):
+        p = torch.full((V,), eps / V)
+        p[1] += 1 - eps
+        return p.log().expand(tokens.shape[0], L, V)
+
+    labels = torch.zeros(400, dtype=torch.long)
+    kw = dict(seq_len=L, mask_id=V, null_class=1, steps=4, remask="random")
+    plain = maskgit_sample(net, labels, list(range(400)), **kw)
+    assert abs(float((plain != 1).float().mean()) - eps * (V - 1) / V) < 0.02
+    assert (maskgit_sample(net, labels, list(range(400)), desmooth=eps, **kw) == 1).all()
 
 
 def test_categorical_from_uniform_matches_probabilities():

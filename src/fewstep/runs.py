@@ -41,7 +41,10 @@ class Run:
         if bad:
             raise FewstepError(f"sampler option(s) {', '.join(bad)} do not apply to '{self.method_name}' runs; "
                                f"it takes: {', '.join(allowed) or 'none'}")
-        return cls.generate(self.nets, self.info, labels, seeds, **options)
+        try:
+            return cls.generate(self.nets, self.info, labels, seeds, **options)
+        except ValueError as e:  # a sampler's own check of an option value
+            raise FewstepError(f"bad sampler option: {e}") from None
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu", prefer_ema: bool = True) -> Run:

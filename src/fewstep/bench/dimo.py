@@ -3,7 +3,7 @@
 Ablations (each a separate short distillation, same seed and budget): r_init, divergence, sigma_init,
 guidance (the teacher's CFG and temperature during distillation); plus a sampling-temperature sweep of
 the main student (no retraining) and the teacher sampled as the student is taught to (random order,
-constant CFG, the distillation temperature).
+the distillation CFG and temperature, the auxiliary model's label smoothing removed).
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ ABLATIONS = {
                    ("Jensen-Shannon", ["method.divergence=js"]), ("squared Hellinger", ["method.divergence=hellinger"])],
     "sigma_init": [("sigma_init=0.0", ["method.sigma_init=0.0"]), ("sigma_init=0.1", ["method.sigma_init=0.1"]),
                    ("sigma_init=0.3", ["method.sigma_init=0.3"]), ("sigma_init=0.6", ["method.sigma_init=0.6"])],
-    "guidance": [("teacher CFG 2.0 (official)", ["method.teacher_cfg=2.0", "method.teacher_temp=1.0"]),
-                 ("teacher CFG 1.25", ["method.teacher_cfg=1.25", "method.teacher_temp=1.0"]),
-                 ("teacher CFG 1.25, T 0.9", ["method.teacher_cfg=1.25", "method.teacher_temp=0.9"]),
-                 ("teacher CFG 1.25, T 0.8", ["method.teacher_cfg=1.25", "method.teacher_temp=0.8"])],
+    "guidance": [(label, [f"method.teacher_cfg={cfg}", f"method.teacher_cfg_ramp={ramp}", f"method.teacher_temp={temp}"])
+                 for label, cfg, ramp, temp in [("teacher CFG 2.0 (official)", 2.0, "constant", 1.0),
+                                                ("teacher CFG 1.25", 1.25, "constant", 1.0),
+                                                ("teacher CFG 1.25 ramped", 1.25, "linear", 1.0),
+                                                ("teacher CFG 1.0", 1.0, "constant", 1.0),
+                                                ("teacher CFG 1.25, T 0.9", 1.25, "constant", 0.9),
+                                                ("teacher CFG 1.25, T 0.8", 1.25, "constant", 0.8)]],
 }
 TEMPERATURES = [0.1, 0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 4.0]  # paper App. D sweeps upwards; short runs prefer < 1
 
@@ -69,11 +72,14 @@ def bench_dimo(args) -> dict:
     t_res = {s: repeated_eval(teacher, n, rep, evaluator=ev, steps=s) for s in steps_list}
     # The distribution DiMO matches: the teacher's own conditionals at the distillation guidance and
     # temperature, unmasked in random order over as many steps as positions - not the confidence sampler above.
+    # The auxiliary model learns the student's samples with label smoothing eps, so where aux = teacher the
+    # student's conditionals are the teacher's with that smoothing removed.
     sm = student.config["method"]
+    ramp, eps = sm.get("teacher_cfg_ramp", "constant"), sm["aux_label_smoothing"]
     target_label = (f"teacher as distilled: random order, {teacher.info['seq_len']} steps, "
-                    f"CFG {sm['teacher_cfg']} constant, T {sm['teacher_temp']}")
+                    f"CFG {sm['teacher_cfg']} {ramp}, T {sm['teacher_temp']}, smoothing {eps} removed")
     target_res = repeated_eval(teacher, n, rep, evaluator=ev, steps=teacher.info["seq_len"], remask="random",
-                               cfg=sm["teacher_cfg"], cfg_ramp="constant", temperature=sm["teacher_temp"])
+                               cfg=sm["teacher_cfg"], cfg_ramp=ramp, temperature=sm["teacher_temp"], desmooth=eps)
     # speed in one process, same batch size: one-step student vs the teacher's 16-step CFG sampler
     speed_cfg = t_cfg if t_cfg != 1.0 else 2.0  # a guided sampler: two network evaluations per step
     speed_t = repeated_eval(teacher, n, 1, evaluator=ev, steps=16, cfg=speed_cfg)

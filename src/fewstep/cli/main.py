@@ -26,6 +26,9 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remask", choices=["confidence", "random"], help="MaskGIT re-masking rule")
     g.add_argument("--gumbel-temp", type=float, help="confidence noise temperature (annealed to 0)")
     g.add_argument("--top-k", type=int, help="sample only among the k most likely tokens")
+    g.add_argument("--desmooth", type=float, metavar="EPS",
+                   help="masked teachers: remove the label smoothing EPS they were trained with from their "
+                        "predictions (DiMO's aux cancels it, so this is the distribution a student learns)")
     g.add_argument("--schedule", choices=["arccos", "cosine", "linear"], help="mask schedule of the sampler")
     g.add_argument("--solver", choices=["heun", "euler"], help="continuous teachers: ODE solver")
     g.add_argument("--r-init", type=float, help="one-step generators: initial [M] ratio")
@@ -39,7 +42,7 @@ DISTILLERS = {
 }
 
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
-                "r_init", "sigma_init", "solver")
+                "desmooth", "r_init", "sigma_init", "solver")
 
 
 def sampler_options(args: argparse.Namespace) -> dict:

@@ -41,6 +41,9 @@ class DiMOConfig:
     r_init_max: float | None = None  # if set, r_init ~ U[r_init, r_init_max] per sample
     sigma_init: float = 0.1  # variance-preserving embedding noise of the initial tokens
     teacher_cfg: float = 2.0  # guidance scale of the teacher during distillation
+    # constant (official) | linear: 1 + (teacher_cfg - 1) t at the progress t of the re-masked sample, the
+    # guidance the teacher's own MaskGIT sampler applies at that mask ratio
+    teacher_cfg_ramp: str = "constant"
     teacher_temp: float = 1.0
     aux_temp: float = 1.0
     schedule: str | None = None  # forward masking of student samples; None = the teacher's schedule
@@ -67,6 +70,8 @@ class DiMOConfig:
             get_schedule(self.schedule)
         if not 0.0 <= self.generator_dropout < 1.0:
             raise ValueError("generator_dropout must be in [0, 1)")
+        if self.teacher_cfg_ramp not in ("constant", "linear"):
+            raise ValueError("teacher_cfg_ramp must be 'constant' (official code) or 'linear'")
         if self.aux_updates < 1:
             raise ValueError("aux_updates must be >= 1")
 
@@ -137,9 +142,11 @@ class DiMO(Method):
         b = ctx.batch_size
         y, z, x = self._student_forward(ctx.net("generator"), b, ctx.device)
         self._last = (y, x)
-        x_t, mask = forward_mask(x, self.schedule, i["mask_id"])
+        t = torch.rand(b, device=ctx.device)
+        x_t, mask = forward_mask(x, self.schedule, i["mask_id"], t=t)
+        cfg = c.teacher_cfg if c.teacher_cfg_ramp == "constant" else 1.0 + (c.teacher_cfg - 1.0) * t
         with torch.no_grad():
-            z_teacher = guided_logits(ctx.net("teacher"), x_t, y, c.teacher_cfg, i["null_class"]) / c.teacher_temp
+            z_teacher = guided_logits(ctx.net("teacher"), x_t, y, cfg, i["null_class"]) / c.teacher_temp
             z_aux = ctx.net("aux")(x_t, y) / c.aux_temp
             g = divergence_logit_grad(z_teacher, z_aux, c.divergence, c.beta, c.alpha)
             g = g * mask[..., None]  # the divergence lives at masked positions only (Eq. 5)

@@ -45,7 +45,8 @@ class MaskGITConfig:
             raise ValueError("label_dropout must be in [0, 1)")
 
 
-MASKED_SAMPLER_OPTIONS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule")
+MASKED_SAMPLER_OPTIONS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
+                          "desmooth")
 
 
 def masked_info(tokenizer, dataset, seq_len: int) -> dict:
@@ -124,4 +125,5 @@ class MaskGIT(Method):
             null_class=info["null_class"], steps=int(o["steps"]), schedule=o["schedule"],
             cfg_scale=float(o["cfg"]), cfg_ramp=o["cfg_ramp"], temperature=float(o["temperature"]),
             remask=o["remask"], gumbel_temp=float(o["gumbel_temp"]), top_k=o["top_k"],
+            desmooth=float(o.get("desmooth") or 0.0),
         )
