@@ -69,13 +69,16 @@ def test_tokenizer_then_teacher_on_idx_folder(tmp_path, capsys, fake_fashion_dir
 def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digits_teacher):
     out = tmp_path / "bench"
     code, stdout, err = run_cli(capsys, "bench", "teacher", "--data", "digits", "--teacher", digits_teacher,
-                                "--out", out, "--n", 30, "--steps", "1,2", "--cfg", 2.0)
+                                "--out", out, "--n", 30, "--steps", "1,2", "--cfg", 2.0, "--remask", "random",
+                                "--desmooth", 0.1)
     assert code == 0, err
     data = json.loads((out / "bench_teacher.json").read_text())
+    assert data["sampler"]["remask"] == "random" and data["sampler"]["desmooth"] == 0.1
     assert [(r["steps"], r["cfg"]) for r in data["results"]] == [(1, 1.0), (1, 2.0), (2, 1.0), (2, 2.0)]
     assert all(r["samples_per_s"] > 0 for r in data["results"])
     md = (out / "bench_teacher.md").read_text()
     assert "| steps | CFG | FID |" in md and "Machine:" in md and "not Inception" in md
+    assert "remask random" in md and "desmooth 0.1" in md
     assert (out / "teacher_fid_vs_steps.png").is_file() and (out / "teacher_steps_grid.png").is_file()
 
 

@@ -27,7 +27,7 @@ def ensure_teacher(data: str, data_dir: str | None, out: Path, teacher: str | No
                          str(out / "teacher")))
 
 
-def steps_grid(run, steps_list: list[int], cfg: float, path: Path, per_class: int = 1) -> None:
+def steps_grid(run, steps_list: list[int], cfg: float, path: Path, per_class: int = 1, **options) -> None:
     """Rows = step counts, columns = classes; the same seeds in every row."""
     from fewstep.metrics.evaluate import decoder_for
     from fewstep.viz import save_grid
@@ -37,7 +37,7 @@ def steps_grid(run, steps_list: list[int], cfg: float, path: Path, per_class: in
     labels = torch.arange(c).repeat(per_class)
     seeds = list(range(len(labels)))
     dev = next(iter(run.nets.values())).parameters().__next__().device
-    rows = [tok.decode(run.generate(labels.to(dev), seeds, steps=s, cfg=cfg).cpu()) for s in steps_list]
+    rows = [tok.decode(run.generate(labels.to(dev), seeds, steps=s, cfg=cfg, **options).cpu()) for s in steps_list]
     if rows[0] is not None:
         save_grid(torch.cat(rows), path, nrow=len(labels))
 
@@ -61,23 +61,27 @@ def bench_teacher(args) -> dict:
     ev = get_evaluator(ds.name, run.config["data"].get("data_dir")) if ds.exact is None else None
     cfg_on = float(args.cfg if args.cfg is not None else run.info["sampler"]["cfg"])
     cfgs = [1.0] if cfg_on == 1.0 else [1.0, cfg_on]
+    # sampler settings for every row besides steps and CFG (default: the teacher's own)
+    options = {k: getattr(args, k) for k in ("remask", "desmooth") if getattr(args, k, None) is not None}
     results = []
     for s in steps_list:
         for c in cfgs:
             say(f"teacher: {s} steps, cfg {c}")
-            res = repeated_eval(run, args.n, args.repeats, evaluator=ev, steps=s, cfg=c)
+            res = repeated_eval(run, args.n, args.repeats, evaluator=ev, steps=s, cfg=c, **options)
             results.append({"steps": s, "cfg": c, **res})
     m = machine()
     command = command_line(f"fewstep bench teacher --data {args.data}")
     data = {"benchmark": "teacher", "dataset": ds.name, "teacher": str(run.path), "machine": m,
-            "command": command, "sampler": run.info["sampler"], "results": results}
+            "command": command, "sampler": {**run.info["sampler"], **options}, "results": results}
     if ds.exact is None:
         headers = ["steps", "CFG", "FID", "precision", "recall", "class acc", "samples/s"]
         rows = [[r["steps"], r["cfg"], r["metrics"]["fid"], r["metrics"]["precision"], r["metrics"]["recall"],
                  r["metrics"]["class_acc"], r["samples_per_s"]] for r in results]
         floor = results[0]["floor"]
         data["floor"] = floor
-        notes = (f"FID/precision/recall in the features of fewstep's {ds.name} classifier (not Inception; "
+        sampler = ", ".join(f"{k} {v}" for k, v in {**run.info["sampler"], **options}.items()
+                            if k in ("remask", "desmooth", "cfg_ramp", "gumbel_temp") and v)
+        notes = (f"Sampler: {sampler}. FID/precision/recall in the features of fewstep's {ds.name} classifier (not Inception; "
                  f"its test accuracy {ev.test_accuracy:.3f}), n = {results[0]['n']} per setting"
                  f"{'' if args.repeats == 1 else f', mean of {args.repeats} seed blocks'}. "
                  f"Real floor (test vs train split, same n): FID {floor['fid']:.2f}, "
@@ -86,7 +90,7 @@ def bench_teacher(args) -> dict:
                                [r["metrics"]["fid"] for r in results if r["cfg"] == c]) for c in cfgs}
         plot_quality_vs_steps(series, out / "teacher_fid_vs_steps.png", title=f"teacher on {ds.name}",
                               hlines={"real floor (test vs train)": floor["fid"]})
-        steps_grid(run, steps_list, cfg_on, out / "teacher_steps_grid.png")
+        steps_grid(run, steps_list, cfg_on, out / "teacher_steps_grid.png", **options)
     else:
         headers = ["steps", "CFG", "pair KL", "adjacent KL", "unigram KL", "NLL gap", "samples/s"]
         rows = [[r["steps"], r["cfg"], r["metrics"]["pair_kl"], r["metrics"]["adjacent_kl"],

@@ -126,6 +126,8 @@ def build_parser() -> Parser:
                           tokenizer=True, overrides=False)
     bt.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     bt.add_argument("--cfg", type=float, help="guidance scale of the 'with CFG' rows (default: the teacher's)")
+    bt.add_argument("--remask", choices=["confidence", "random"], help="re-masking rule of every row")
+    bt.add_argument("--desmooth", type=float, metavar="EPS", help="remove label smoothing EPS in every row")
     bd = add_bench_parser(b_sub, "dimo", "DiMO student vs teacher, speed, ablations", tokenizer=True)
     bd.add_argument("--student", help="an existing DiMO run to evaluate instead of distilling a new one")
     bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
