@@ -69,6 +69,24 @@ def test_resume_refuses_a_different_config(tmp_path):
         train_tiny_teacher(run, steps=4, extra=["method.dim=48"])
 
 
+def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path):
+    """A key added to fewstep after a run was saved is compatible when it holds its default (how the run ran)."""
+    run = train_tiny_teacher(tmp_path / "r", steps=2)
+
+    def drop_key(key):
+        cfg_file = ckpt_io.latest_checkpoint(run) / "config.json"
+        cfg = json.loads(cfg_file.read_text())
+        del cfg["method"][key]
+        cfg_file.write_text(json.dumps(cfg))
+
+    drop_key("sample_gumbel_temp")
+    train_tiny_teacher(run, steps=3)
+    assert ckpt_io.latest_checkpoint(run).name == "step_00000003"
+    drop_key("sample_gumbel_temp")
+    with pytest.raises(FewstepError, match=r"different method config \(sample_gumbel_temp\)"):
+        train_tiny_teacher(run, steps=4, extra=["method.sample_gumbel_temp=2.0"])
+
+
 def test_checkpoint_retention_and_latest_pointer(tmp_path):
     run = train_tiny_teacher(tmp_path / "r", steps=6, extra=["train.ckpt_every=1", "train.keep_checkpoints=2"])
     steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))

@@ -78,6 +78,13 @@ Hook = Callable[[TrainState], None]
 RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "keep_checkpoints", "max_bad_steps"}
 
 
+def _field_defaults(cfg) -> dict:
+    """Default values of a config dataclass's fields (those with a plain default)."""
+    if not dataclasses.is_dataclass(cfg):
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+
+
 class Trainer:
     def __init__(self, method: Method, train_cfg: TrainConfig, run_dir: str | Path, full_config: dict,
                  hooks: list[tuple[int, Hook]] | None = None, show_progress: bool = True):
@@ -182,10 +189,14 @@ class Trainer:
 
     def _check_compatible(self, saved: dict) -> None:
         now = self.full_config
+        defaults = {"method": _field_defaults(self.method.cfg), "data": _field_defaults(self.method.data_cfg)}
         for section in ("method", "data"):
-            if saved.get(section) != now.get(section):
+            old, new = saved.get(section, {}), now.get(section, {})
+            # a key the saved run lacks was added to fewstep later; the run behaved as its default
+            diff = sorted(k for k in set(old) | set(new) if old.get(k, defaults[section].get(k)) != new.get(k))
+            if diff:
                 raise FewstepError(
-                    f"'{self.run_dir}' holds a run with a different {section} config; "
+                    f"'{self.run_dir}' holds a run with a different {section} config ({', '.join(diff)}); "
                     "use a new --out folder or pass --fresh to start over"
                 )
         a = {k: v for k, v in saved.get("train", {}).items() if k not in RESUMABLE_KEYS}
