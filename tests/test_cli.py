@@ -66,7 +66,8 @@ def test_tokenizer_then_teacher_on_idx_folder(tmp_path, capsys, fake_fashion_dir
     assert code == 0, err
 
 
-def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digits_teacher):
+def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digits_teacher, monkeypatch):
+    monkeypatch.setenv("FEWSTEP_QUIET", "0")
     out = tmp_path / "bench"
     code, stdout, err = run_cli(capsys, "bench", "teacher", "--data", "digits", "--teacher", digits_teacher,
                                 "--out", out, "--n", 30, "--steps", "1,2", "--cfg", 2.0, "--remask", "random",
@@ -79,6 +80,7 @@ def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digit
     md = (out / "bench_teacher.md").read_text()
     assert "| steps | CFG | FID |" in md and "Machine:" in md and "not Inception" in md
     assert "remask random" in md and "desmooth 0.1" in md
+    assert err.count("maskgit (steps=") == 4 and "FID" in err  # progress: one line per evaluated setting
     assert (out / "teacher_fid_vs_steps.png").is_file() and (out / "teacher_steps_grid.png").is_file()
 
 

@@ -40,6 +40,9 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1)."""
     from fewstep.metrics.evaluate import evaluate_run
 
+    from fewstep.runlog import say
+
+    t0 = time.perf_counter()
     results = []
     for r in range(repeats):
         res = evaluate_run(run, n=n, seed_offset=r * 1_000_000, evaluator=evaluator, **options)
@@ -58,6 +61,9 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     out["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in results)
     out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
     out["repeats"] = repeats
+    setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+    say(f"  {run.method_name} ({setting}): FID {out['metrics']['fid']:.2f}, "
+        f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
     return out
 
 
