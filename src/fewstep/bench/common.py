@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fewstep.checkpoint import write_json_atomic
+from fewstep.runlog import say
 
 
 def machine() -> dict:
@@ -39,8 +40,6 @@ def machine_line(m: dict) -> str:
 def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -> dict:
     """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1)."""
     from fewstep.metrics.evaluate import evaluate_run
-
-    from fewstep.runlog import say
 
     t0 = time.perf_counter()
     results = []
