@@ -14,13 +14,14 @@ import torch
 
 from fewstep.bench.common import machine, machine_line
 from fewstep.checkpoint import write_json_atomic
+from fewstep.presets import preset
 from fewstep.runlog import say
 
 SHIPPED_TEACHER = Path(__file__).parent / "assets" / "teachers" / "digits"
 TEACHER_STEPS = [1, 2, 4, 8, 16]
 FAST_TEACHER = ["method.dim=32", "method.depth=1", "method.heads=2", "train.steps=4", "train.batch_size=16"]
 FAST_DIMO = ["train.steps=3", "train.batch_size=8"]
-DEMO_DIMO_STEPS = 300  # of the preset's 2000, so that `make demo` fits in 10 minutes on 2 CPU cores
+DEMO_DIMO_STEPS = 240  # of the preset's 6000, so that `make demo` fits in 10 minutes on 2 CPU cores (1.5 s/step)
 
 
 def _teacher(out: Path, fast: bool) -> Path:
@@ -101,7 +102,7 @@ def run_demo(out: Path, fast: bool = False) -> dict:
             f"One-step student vs its teacher: FID {s_res['metrics']['fid']:.2f} vs {t16['metrics']['fid']:.2f} "
             f"(teacher at 16 steps); {result['speedup_vs_teacher_16']:.1f}x the teacher's 16-step samples/s. "
             f"The demo distills for {student.config['train']['steps']} steps; `fewstep distill dimo` with the digits "
-            "preset runs 2000 (docs/BENCHMARKS.md has that student).",
+            f"preset runs {preset('dimo', 'digits')['train']['steps']} (docs/BENCHMARKS.md has that student).",
             ("table", headers, rows),
             f"FID, precision and recall are computed in the 128-d features of a classifier fewstep trains on digits "
             f"(test accuracy {ev.test_accuracy:.3f}), not Inception; n = {s_res['n']} samples per repeat, mean of "
