@@ -80,7 +80,7 @@ def test_bench_teacher_writes_json_markdown_and_pictures(tmp_path, capsys, digit
     md = (out / "bench_teacher.md").read_text()
     assert "| steps | CFG | FID |" in md and "Machine:" in md and "not Inception" in md
     assert "remask random" in md and "desmooth 0.1" in md
-    assert err.count("maskgit (steps=") == 4 and "FID" in err  # progress: one line per evaluated setting
+    assert err.count("maskgit (steps=") == 4 and "fid" in err  # progress: one line per evaluated setting
     assert (out / "teacher_fid_vs_steps.png").is_file() and (out / "teacher_steps_grid.png").is_file()
 
 

@@ -61,7 +61,8 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
     out["repeats"] = repeats
     setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-    say(f"  {run.method_name} ({setting}): FID {out['metrics']['fid']:.2f}, "
+    headline = "fid" if "fid" in out["metrics"] else next(iter(out["metrics"]))  # exact metrics where no FID
+    say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
         f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
     return out
 
