@@ -104,3 +104,25 @@ def test_distillation_moves_the_one_step_student_toward_the_exact_distribution(t
     before = evaluate_run(student, n=4000)["metrics"]
     assert after["pair_kl"] < 0.6 * before["pair_kl"]
     assert after["nll_gap"] < 0.5 * before["nll_gap"]
+
+
+def test_init_from_starts_generator_and_aux_from_a_dimo_run(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.errors import FewstepError
+    from fewstep.runs import load_run
+
+    teacher = train_tiny_teacher(tmp_path / "t", steps=3)
+    first = train_run("dimo", {"name": "digits"}, str(tmp_path / "d"), overrides=["train.steps=2", "train.batch_size=8",
+                                                                                  "train.ema_decay=0.5"],
+                      extra_method={"teacher": str(teacher)})
+    src = load_run(first)  # EMA generator, raw aux
+    exp = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={first}"])
+    nets = exp.method.build()
+    t_model = load_run(teacher).nets["model"]
+    for name in ("generator", "aux"):
+        got, want = nets[name].module.state_dict(), src.nets[name].state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert any(not torch.equal(want[k], v) for k, v in t_model.state_dict().items())  # it did move off the teacher
+    bad = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={teacher}"])
+    with pytest.raises(FewstepError, match="is a maskgit run, not a DiMO run"):
+        bad.method.build()

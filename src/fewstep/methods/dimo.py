@@ -34,6 +34,9 @@ from fewstep.samplers.masked import categorical_from_uniform, guided_logits, hyb
 @dataclass
 class DiMOConfig:
     teacher: str = ""  # run folder of a masked teacher (fewstep train teacher)
+    # a DiMO run of the same teacher to start the generator (its EMA weights) and aux from, instead of teacher
+    # copies: continue a student under a new recipe (e.g. other guidance) with a fresh optimizer and LR schedule
+    init_from: str | None = None
     divergence: str = "jeffrey"  # fkl | rkl | jeffrey | js | hellinger | pearson | neyman | alpha
     beta: float = 0.0  # Jeffrey: (1 - beta) FKL + beta RKL; 0 = FKL (official config), negative allowed
     alpha: float = 0.5  # alpha-divergence only
@@ -105,12 +108,28 @@ class DiMO(Method):
             if isinstance(m, torch.nn.Dropout):
                 m.p = self.cfg.generator_dropout
         aux = copy.deepcopy(teacher)
+        if self.cfg.init_from:
+            self._load_student(generator, aux)
         self.schedule = self.cfg.schedule or run.info["sampler"].get("schedule", "arccos")
         return {
             "teacher": Net(teacher),
             "generator": Net(generator, trainable=True, ema=True, frozen=frozen),
             "aux": Net(aux, trainable=True, frozen=frozen, lr=self.cfg.aux_lr),
         }
+
+    def _load_student(self, generator, aux) -> None:
+        from fewstep.runs import load_run
+
+        start = load_run(self.cfg.init_from)
+        if start.method_name != "dimo":
+            raise FewstepError(f"method.init_from: '{self.cfg.init_from}' is a {start.method_name} run, not a DiMO run")
+        for name, module in (("generator", generator), ("aux", aux)):
+            try:
+                module.load_state_dict(start.nets[name].state_dict())
+            except RuntimeError as e:
+                raise FewstepError(f"method.init_from: the {name} of '{self.cfg.init_from}' does not fit this "
+                                   f"teacher's network ({str(e).splitlines()[0]}); use a run distilled from "
+                                   "the same teacher") from None
 
     def phases(self) -> list[Phase]:
         return [Phase("generator", self.generator_step, trains=("generator",)),
