@@ -138,9 +138,10 @@ def test_console_script_runs():
 def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
     run = tmp_path / "d"
     code, _, err = run_cli(capsys, "distill", "dimo", "--teacher", digits_teacher, "--out", run, "--eval-every", 2,
-                           "train.steps=2", "train.batch_size=8", "method.beta=-0.2")
+                           "train.steps=2", "train.batch_size=8", "method.beta=-0.2", "finetune.train.steps=2")
     assert code == 0, err
     assert len((run / "eval.jsonl").read_text().splitlines()) == 1
+    assert json.loads((run / "config.json").read_text())["method"]["init_from"] == str(run / "base")
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--temperature", 0.5, "--r-init", 0.8,
                            "--out", tmp_path / "s.png")
     assert code == 0, err
@@ -178,11 +179,16 @@ def test_demo_fast(tmp_path, capsys):
 def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "bench", "dimo", "--data", "digits", "--teacher", digits_teacher, "--out",
                            tmp_path / "bd", "--n", 20, "--steps", "1,2", "--ablations", "sigma_init",
-                           "--ablation-steps", 1, "train.steps=1", "train.batch_size=8")
+                           "--ablation-steps", 1, "--speed-timings", 3, "train.steps=1", "train.batch_size=8",
+                           "finetune.train.steps=0")
     assert code == 0, err
     data = json.loads((tmp_path / "bd" / "bench_dimo.json").read_text())
     assert [a["label"] for a in data["ablations"]["sigma_init"]][:2] == ["sigma_init=0.0", "sigma_init=0.1"]
-    assert data["speed"]["speedup"] > 0 and len(data["temperature_sweep"]) == 8
+    speed = data["speed"]
+    assert speed["student"]["timings"] == 3 and speed["student"]["n"] == 20
+    assert speed["speedup"] == speed["student"]["gen_samples_per_s"] / speed["teacher16_cfg"]["gen_samples_per_s"]
+    assert speed["student"]["samples_per_s"] < speed["student"]["gen_samples_per_s"]  # decoding costs time
+    assert len(data["temperature_sweep"]) == 8
     cfg = data["student_config"]
     assert data["teacher_as_distilled"]["label"] == (
         f"teacher as distilled: random order, 64 steps, CFG {cfg['teacher_cfg']} {cfg['teacher_cfg_ramp']}, "

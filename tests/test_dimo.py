@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -106,15 +108,20 @@ def test_distillation_moves_the_one_step_student_toward_the_exact_distribution(t
     assert after["nll_gap"] < 0.5 * before["nll_gap"]
 
 
-def test_init_from_starts_generator_and_aux_from_a_dimo_run(tmp_path):
+def test_finetune_stage_starts_generator_and_aux_from_the_first_run(tmp_path):
     from fewstep.cli.commands import train_run
     from fewstep.errors import FewstepError
     from fewstep.runs import load_run
 
     teacher = train_tiny_teacher(tmp_path / "t", steps=3)
-    first = train_run("dimo", {"name": "digits"}, str(tmp_path / "d"), overrides=["train.steps=2", "train.batch_size=8",
-                                                                                  "train.ema_decay=0.5"],
-                      extra_method={"teacher": str(teacher)})
+    final = train_run("dimo", {"name": "digits"}, str(tmp_path / "d"),
+                      overrides=["train.steps=2", "train.batch_size=8", "train.ema_decay=0.5", "finetune.train.steps=1",
+                                 "finetune.method.teacher_cfg=1.5"], extra_method={"teacher": str(teacher)})
+    first = tmp_path / "d" / "base"
+    base_cfg, final_cfg = (json.loads((d / "config.json").read_text()) for d in (first, final))
+    assert base_cfg["finetune"]["method"]["teacher_cfg"] == 1.5 and base_cfg["train"]["steps"] == 2
+    assert final_cfg["method"]["init_from"] == str(first) and final_cfg["method"]["teacher_cfg"] == 1.5
+    assert final_cfg["train"]["steps"] == 1 and "finetune" not in final_cfg
     src = load_run(first)  # EMA generator, raw aux
     exp = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={first}"])
     nets = exp.method.build()
@@ -123,6 +130,8 @@ def test_init_from_starts_generator_and_aux_from_a_dimo_run(tmp_path):
         got, want = nets[name].module.state_dict(), src.nets[name].state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert any(not torch.equal(want[k], v) for k, v in t_model.state_dict().items())  # it did move off the teacher
+    with pytest.raises(FewstepError, match="finetune.data"):
+        build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", "finetune.data.name=mnist"])
     bad = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={teacher}"])
     with pytest.raises(FewstepError, match="is a maskgit run, not a DiMO run"):
         bad.method.build()

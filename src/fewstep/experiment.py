@@ -13,7 +13,7 @@ from fewstep.presets import preset
 from fewstep.tokenizers import DataConfig
 from fewstep.trainer import TrainConfig, config_record
 
-SECTIONS = ("method", "data", "train")
+SECTIONS = ("method", "data", "train", "finetune")
 
 
 @dataclass
@@ -21,10 +21,14 @@ class Experiment:
     method: Method
     train: TrainConfig
     record: dict
+    # method/train changes of a second run that starts from this one's result (method.init_from); {} = none
+    finetune: dict
 
 
 def build_experiment(method_name: str, data: dict | None = None, config_file: str | None = None,
-                     overrides: list[str] | None = None, extra_method: dict | None = None) -> Experiment:
+                     overrides: list[str] | None = None, extra_method: dict | None = None,
+                     finetune_stage: bool = False) -> Experiment:
+    """The experiment, or with `finetune_stage` its finetune section applied on top (the second run)."""
     cls = get_method(method_name)
     raw: dict[str, Any] = {"method": dict(extra_method or {}), "data": {}, "train": {}}
     file_cfg = load_yaml(config_file) if config_file else {}
@@ -40,6 +44,14 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     raw = merge(raw, file_cfg)
     raw = merge(raw, over)
     raw["data"] = data_raw
+    finetune = raw.pop("finetune", None) or {}
+    bad = set(finetune) - {"method", "train"}
+    if bad:
+        raise FewstepError(f"finetune.{sorted(bad)[0]}: a finetune stage changes only method.* and train.* keys")
+    if not finetune.get("train", {}).get("steps", 0):
+        finetune = {}  # finetune.train.steps=0 switches it off
+    if finetune_stage:
+        raw, finetune = merge(raw, finetune), {}
     method_raw = dict(raw.get("method", {}))
     if method_raw.pop("name", method_name) != method_name:
         raise FewstepError(f"config file is for method '{raw['method']['name']}', not '{method_name}'")
@@ -47,4 +59,7 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     method_cfg = from_dict(cls.Config, method_raw, prefix="method.")
     train_cfg = from_dict(TrainConfig, raw.get("train", {}), prefix="train.")
     method = cls(method_cfg, data_cfg)
-    return Experiment(method, train_cfg, config_record(method_name, method_cfg, data_cfg, train_cfg))
+    record = config_record(method_name, method_cfg, data_cfg, train_cfg)
+    if finetune:
+        record["finetune"] = finetune
+    return Experiment(method, train_cfg, record, finetune)

@@ -67,6 +67,28 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     return out
 
 
+def measure_speed(run, n: int = 500, timings: int = 5, batch_size: int = 500, **options) -> dict:
+    """Samples/s of `run`: the median of `timings` timed generations of the same n samples (after a short
+    warm-up), for generation alone and with decoding to images (a VQ decoder's cost is the same per image for
+    every sampler, so it narrows every ratio to pixels)."""
+    from fewstep.metrics.evaluate import balanced_labels, decoder_for, generate
+
+    ds, decoder = decoder_for(run)
+    labels, seeds = balanced_labels(ds.num_classes, n), list(range(n))
+    warm = min(n, 50)
+    generate(run, labels[:warm], seeds[:warm], batch_size, **options)
+    gen, dec = [], []
+    for _ in range(timings):
+        samples, seconds = generate(run, labels, seeds, batch_size, **options)
+        gen.append(seconds)
+        t0 = time.perf_counter()
+        decoder.decode(samples)
+        dec.append(time.perf_counter() - t0)
+    g, d = statistics.median(gen), statistics.median(dec)
+    return {"n": n, "timings": timings, "gen_seconds": g, "decode_seconds": d,
+            "gen_samples_per_s": n / g, "samples_per_s": n / (g + d)}
+
+
 def command_line(fallback: str) -> str:
     """The `fewstep ...` command this process was started with (the fallback when run from Python)."""
     if sys.argv[0].endswith(("fewstep", "fewstep/cli/main.py")):  # the script or `python -m fewstep.cli.main`

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.bench.common import (command_line, machine, machine_line, markdown_table, measure_speed, repeated_eval,
+                                  slug, write_outputs)
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -82,9 +83,12 @@ def bench_dimo(args) -> dict:
                                cfg=sm["teacher_cfg"], cfg_ramp=ramp, temperature=sm["teacher_temp"], desmooth=eps)
     # speed in one process, same batch size: one-step student vs the teacher's 16-step CFG sampler
     speed_cfg = t_cfg if t_cfg != 1.0 else 2.0  # a guided sampler: two network evaluations per step
-    speed_t = repeated_eval(teacher, n, 1, evaluator=ev, steps=16, cfg=speed_cfg)
-    speed_s = repeated_eval(student, n, 1, evaluator=ev)
-    speedup = speed_s["samples_per_s"] / speed_t["samples_per_s"]
+    n_speed = min(n or 500, 500)
+    say(f"speed: median of {args.speed_timings} timings of {n_speed} samples each")
+    speed_t = measure_speed(teacher, n_speed, args.speed_timings, steps=16, cfg=speed_cfg)
+    speed_s = measure_speed(student, n_speed, args.speed_timings)
+    speedup = speed_s["gen_samples_per_s"] / speed_t["gen_samples_per_s"]
+    speedup_pixels = speed_s["samples_per_s"] / speed_t["samples_per_s"]
     temps = [(tau, repeated_eval(student, n, rep, evaluator=ev, temperature=tau)) for tau in TEMPERATURES]
 
     ablations: dict[str, list] = {}
@@ -97,7 +101,7 @@ def bench_dimo(args) -> dict:
         for label, over in ABLATIONS[group]:
             folder = out / "ablations" / slug(label)
             say(f"ablation {group}: {label}")
-            run_dir = _distill(teacher_path, t_data, folder, extra + over + [f"train.steps={args.ablation_steps}"])
+            run_dir = _distill(teacher_path, t_data, folder, extra + over + [f"train.steps={args.ablation_steps}", "finetune.train.steps=0"])
             res = repeated_eval(load_run(run_dir, device=device), n, rep, evaluator=ev)
             ablations[group].append({"label": label, "overrides": over, **res,
                                      "final_logs": _final_logs(run_dir)})
@@ -109,8 +113,8 @@ def bench_dimo(args) -> dict:
             "teacher": str(teacher.path), "student": str(student.path), "student_config": student.config["method"],
             "train": student.config["train"], "student_result": s_res, "teacher_results": {str(k): v for k, v in t_res.items()},
             "teacher_as_distilled": {"label": target_label, **target_res},
-            "speed": {"student_samples_per_s": speed_s["samples_per_s"], "teacher16_cfg_samples_per_s":
-                      speed_t["samples_per_s"], "speedup": speedup, "teacher_cfg": speed_cfg},
+            "speed": {"student": speed_s, "teacher16_cfg": speed_t, "speedup": speedup,
+                      "speedup_to_pixels": speedup_pixels, "teacher_cfg": speed_cfg},
             "temperature_sweep": [{"temperature": t, **r} for t, r in temps], "ablations": ablations, "floor": floor}
     headers = ["sampler", "FID", "precision", "recall", "class acc", "samples/s"]
     rows = [_row(f"teacher {s} steps (CFG {t_cfg})", r) for s, r in t_res.items()]
@@ -119,8 +123,10 @@ def bench_dimo(args) -> dict:
     rows.append(["real data (test vs train)", floor["fid"], floor["precision"], floor["recall"], floor["class_acc"], None])
     parts = [f"### DiMO on `{data['dataset']}`", "", f"Machine: {machine_line(m)}.", f"Command: `{command}`", "",
              markdown_table(headers, rows), "",
-             f"Speed (same process, batch 500): student {speed_s['samples_per_s']:.1f} samples/s vs teacher 16-step "
-             f"CFG {speed_cfg} {speed_t['samples_per_s']:.1f} samples/s = **{speedup:.1f}x**.", "",
+             f"Speed (same process, {n_speed} samples, median of {args.speed_timings} timings): student "
+             f"{speed_s['gen_samples_per_s']:.1f} samples/s vs teacher 16-step CFG {speed_cfg} "
+             f"{speed_t['gen_samples_per_s']:.1f} samples/s = **{speedup:.1f}x**; to pixels (decoding included) "
+             f"{speed_s['samples_per_s']:.1f} vs {speed_t['samples_per_s']:.1f} = {speedup_pixels:.1f}x.", "",
              "Sampling temperature of the student (tau_gen, logits / tau):", "",
              markdown_table(["tau_gen", "FID", "precision", "recall", "class acc", "samples/s"],
                             [_row(t, r) for t, r in temps])]

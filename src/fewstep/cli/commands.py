@@ -24,18 +24,37 @@ def resolve_device(name: str) -> torch.device:
 def train_run(method: str, data: dict, out: str | None, config: str | None = None,
               overrides: list[str] | None = None, fresh: bool = False, dry_run: bool = False,
               extra_method: dict | None = None, hooks=None) -> Path:
+    """Train into `out`. Where the config has a finetune section, the first run goes to <out>/base and the
+    finetuned one, started from it, to <out>: the folder named is always the final model."""
     from fewstep.experiment import build_experiment
     from fewstep.trainer import Trainer
 
     exp = build_experiment(method, data, config, overrides, extra_method)
-    exp.method.full_config = exp.record
     out_dir = Path(out or f"runs/{method}_{exp.record['data']['name']}")
-    if dry_run:
-        print(json.dumps(exp.record, indent=2))
-        return out_dir
-    say(f"training '{method}' on '{exp.record['data']['name']}' into {out_dir}")
-    Trainer(exp.method, exp.train, out_dir, exp.record, hooks=hooks).fit(fresh=fresh)
+    stages = [(exp, out_dir)]
+    if exp.finetune:
+        second = build_experiment(method, data, config, overrides,
+                                  {**(extra_method or {}), "init_from": str(out_dir / "base")}, finetune_stage=True)
+        stages = [(exp, out_dir / "base"), (second, out_dir)]
+    for stage, folder in stages:
+        if dry_run:
+            print(json.dumps(stage.record, indent=2))
+            continue
+        stage.method.full_config = stage.record
+        if stage is not exp:
+            say(f"finetuning from {out_dir / 'base'} ({', '.join(_flat(exp.finetune))}; "
+                "finetune.train.steps=0 skips this stage)")
+        say(f"training '{method}' on '{stage.record['data']['name']}' into {folder}")
+        Trainer(stage.method, stage.train, folder, stage.record, hooks=hooks).fit(fresh=fresh)
     return out_dir
+
+
+def _flat(tree: dict, prefix: str = "") -> list[str]:
+    """{'train': {'lr': 1e-4}} -> ['train.lr=0.0001']"""
+    out = []
+    for k, v in tree.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+    return out
 
 
 def _eval_hooks(args):

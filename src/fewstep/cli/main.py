@@ -133,6 +133,7 @@ def build_parser() -> Parser:
     bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
     bd.add_argument("--ablations", default="", help="comma-separated: r_init,divergence,sigma_init")
     bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
+    bd.add_argument("--speed-timings", type=int, default=5, help="timed generations; the speed is their median")
     for which in ("dmd2", "msd"):
         bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
         bc.add_argument("--only", help="a whole variant label, or comma-separated substrings of labels (e.g. 'K=2,smaller')")
