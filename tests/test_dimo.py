@@ -130,8 +130,10 @@ def test_finetune_stage_starts_generator_and_aux_from_the_first_run(tmp_path):
         got, want = nets[name].module.state_dict(), src.nets[name].state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert any(not torch.equal(want[k], v) for k, v in t_model.state_dict().items())  # it did move off the teacher
-    with pytest.raises(FewstepError, match="finetune.data"):
+    with pytest.raises(FewstepError, match="changes only method"):
         build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", "finetune.data.name=mnist"])
+    with pytest.raises(FewstepError, match="'maskgit' cannot start from an earlier run"):
+        build_experiment("maskgit", {"name": "digits"}, None, ["finetune.train.steps=5"])
     bad = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={teacher}"])
     with pytest.raises(FewstepError, match="is a maskgit run, not a DiMO run"):
         bad.method.build()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +46,15 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     raw = merge(raw, over)
     raw["data"] = data_raw
     finetune = raw.pop("finetune", None) or {}
-    bad = set(finetune) - {"method", "train"}
-    if bad:
-        raise FewstepError(f"finetune.{sorted(bad)[0]}: a finetune stage changes only method.* and train.* keys")
+    if not isinstance(finetune, dict) or set(finetune) - {"method", "train"} or not all(
+            isinstance(v, dict) for v in finetune.values()):
+        raise FewstepError("a finetune section changes only method.* and train.* keys, "
+                           "e.g. finetune.train.steps=250 finetune.method.teacher_cfg=1.25")
     if not finetune.get("train", {}).get("steps", 0):
         finetune = {}  # finetune.train.steps=0 switches it off
+    if finetune and "init_from" not in {f.name for f in dataclasses.fields(cls.Config)}:
+        raise FewstepError(f"finetune: '{method_name}' cannot start from an earlier run (it has no method.init_from); "
+                           "drop the finetune keys")
     if finetune_stage:
         raw, finetune = merge(raw, finetune), {}
     method_raw = dict(raw.get("method", {}))
