@@ -44,7 +44,7 @@ _DIMO_TRAIN = {"batch_size": 64, "lr": 3e-4, "lr_schedule": "cosine", "warmup_st
                "grad_clip": 1.0, "log_every": 10}
 PRESETS.update({
     # unguided (CFG 1) over 6,000 steps: one-step FID 18.3 against the 16-step teacher's 19.8, class accuracy 0.928
-    # against 0.958; 250 steps at the teacher's CFG 1.25 then buy accuracy (0.954) for 2 FID (docs/BENCHMARKS.md)
+    # against 0.958; 250 steps at the teacher's CFG 1.25 then buy accuracy (0.94-0.95) for 2 FID (docs/BENCHMARKS.md)
     ("dimo", "digits"): {"method": {**_DIMO_METHOD, "teacher_cfg": 1.0},
                          "train": {**_DIMO_TRAIN, "steps": 6000, "ckpt_every": 500},
                          "finetune": {"method": {"teacher_cfg": 1.25},

@@ -101,7 +101,8 @@ def bench_dimo(args) -> dict:
         for label, over in ABLATIONS[group]:
             folder = out / "ablations" / slug(label)
             say(f"ablation {group}: {label}")
-            run_dir = _distill(teacher_path, t_data, folder, extra + over + [f"train.steps={args.ablation_steps}", "finetune.train.steps=0"])
+            short = [f"train.steps={args.ablation_steps}", "finetune.train.steps=0"]
+            run_dir = _distill(teacher_path, t_data, folder, extra + over + short)
             res = repeated_eval(load_run(run_dir, device=device), n, rep, evaluator=ev)
             ablations[group].append({"label": label, "overrides": over, **res,
                                      "final_logs": _final_logs(run_dir)})
