@@ -130,6 +130,12 @@ def test_finetune_stage_starts_generator_and_aux_from_the_first_run(tmp_path):
         got, want = nets[name].module.state_dict(), src.nets[name].state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want)
         assert any(not torch.equal(want[k], v) for k, v in t_model.state_dict().items())  # it did move off the teacher
+    # resuming the second run needs only its own checkpoint, not the run it started from
+    first.rename(tmp_path / "gone")
+    train_run("dimo", {"name": "digits"}, str(tmp_path / "d"), overrides=[
+        "train.steps=2", "train.batch_size=8", "train.ema_decay=0.5", "train.lr=1e-4", "train.lr_schedule=constant",
+        f"method.init_from={first}", "method.teacher_cfg=1.5", "finetune.train.steps=0"], extra_method={"teacher": str(teacher)})
+    assert json.loads((final / "checkpoints" / "step_00000002" / "meta.json").read_text())["step"] == 2
     with pytest.raises(FewstepError, match="changes only method"):
         build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", "finetune.data.name=mnist"])
     with pytest.raises(FewstepError, match="'maskgit' cannot start from an earlier run"):

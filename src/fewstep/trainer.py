@@ -341,6 +341,7 @@ class Trainer:
 
     def fit(self, fresh: bool = False) -> dict[str, Any]:
         """Train stage_steps() + `train.steps` steps, resuming unless `fresh`. Returns final logs."""
+        self.method.resuming = not fresh and ckpt_io.latest_checkpoint(self.run_dir) is not None
         self._setup()
         acc = self.accelerator
         self.bad_steps = 0

@@ -80,6 +80,9 @@ class Method:
     Config: ClassVar[type]
     needs_data: ClassVar[bool] = True  # the trainer streams (tokenised) training data when True
     sample_nets: ClassVar[tuple[str, ...]] = ("generator",)  # networks generate() needs
+    # set by the trainer before build() when a checkpoint will overwrite the networks: starting weights
+    # loaded from elsewhere (DiMO's init_from) are then not needed
+    resuming: bool = False
 
     def __init__(self, cfg: Any, data_cfg: Any):
         self.cfg = cfg

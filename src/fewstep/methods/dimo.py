@@ -108,7 +108,7 @@ class DiMO(Method):
             if isinstance(m, torch.nn.Dropout):
                 m.p = self.cfg.generator_dropout
         aux = copy.deepcopy(teacher)
-        if self.cfg.init_from:
+        if self.cfg.init_from and not self.resuming:
             self._load_student(generator, aux)
         self.schedule = self.cfg.schedule or run.info["sampler"].get("schedule", "arccos")
         return {
