@@ -100,7 +100,11 @@ def build_parser() -> Parser:
     for name, desc in DISTILLERS.items():
         t = ds_sub.add_parser(name, help=desc)
         t.add_argument("--teacher", required=True, help="teacher run folder")
-        add_run_flags(t, "method/train", "method.beta=-0.2 train.steps=2000")
+        if name == "dimo":  # the method with init_from, so the one a finetune section applies to
+            add_run_flags(t, "method/train/finetune", "method.beta=-0.2 train.steps=2000 finetune.train.steps=0 "
+                          "(finetune: a second run started from the first; it goes to <out>, the first to <out>/base)")
+        else:
+            add_run_flags(t, "method/train", "train.steps=2000")
 
     s = sub.add_parser("sample", help="sample a grid (and optionally tokens) from a run")
     s.add_argument("--run", required=True, help="run folder or checkpoint folder")
