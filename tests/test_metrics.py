@@ -70,3 +70,5 @@ def test_evaluator_orders_real_noisy_and_shuffled_digits():
     fids = [floor["fid"], ev.metrics(noisy, ds.test_labels)["fid"], ev.metrics(shuffled, ds.test_labels)["fid"]]
     assert fids[0] < fids[1] < fids[2]
     assert floor["class_acc"] == pytest.approx(ev.test_accuracy, abs=1e-6)
+    # copies of training images sit at distance 0 from the training set; held-out digits do not
+    assert ev.metrics(ds.train_images[:100])["train_nn"] == 0.0 and floor["train_nn"] > 1.0

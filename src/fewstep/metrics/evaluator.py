@@ -50,7 +50,8 @@ class Evaluator:
         return torch.cat(feats), torch.cat(logits)
 
     def metrics(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        """FID/KID vs the train split, PRDC vs an equal-size train subset, class accuracy vs `labels`."""
+        """FID/KID vs the train split, PRDC vs an equal-size train subset, class accuracy vs `labels`, and
+        train_nn: the median distance from a sample to its nearest training image."""
         if images.shape[1:] != self.dataset.train_images.shape[1:]:
             raise FewstepError(f"images of shape {tuple(images.shape[1:])} do not match dataset "
                                f"'{self.dataset.name}' {tuple(self.dataset.train_images.shape[1:])}")
@@ -60,6 +61,7 @@ class Evaluator:
         g = torch.Generator().manual_seed(0)
         ref = self.train_features[torch.randperm(len(self.train_features), generator=g)[: len(feats)]]
         out.update(prdc(ref, feats))
+        out["train_nn"] = nearest_distance(feats, self.train_features).median().item()
         if labels is not None:
             out["class_acc"] = float((logits.argmax(1) == labels.to(logits.device)).float().mean())
         out["n"] = len(images)
@@ -72,6 +74,13 @@ class Evaluator:
         g = torch.Generator().manual_seed(1)
         idx = torch.randperm(len(ds.test_images), generator=g)[:n]
         return self.metrics(ds.test_images[idx], ds.test_labels[idx])
+
+
+def nearest_distance(a: torch.Tensor, b: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """For each row of a, the Euclidean distance to its nearest row of b (a memorisation check when b is the
+    training set: held-out real images give the level of a generator that does not copy)."""
+    return torch.cat([torch.cdist(a[i:i + chunk], b, compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+                      for i in range(0, len(a), chunk)])
 
 
 def fingerprint(ds: Dataset) -> str:
