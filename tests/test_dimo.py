@@ -116,6 +116,7 @@ def test_finetune_stage_starts_generator_and_aux_from_the_first_run(tmp_path):
     teacher = train_tiny_teacher(tmp_path / "t", steps=3)
     final = train_run("dimo", {"name": "digits"}, str(tmp_path / "d"),
                       overrides=["train.steps=2", "train.batch_size=8", "train.ema_decay=0.5", "finetune.train.steps=1",
+                                 "finetune.train.lr=1e-4", "finetune.train.lr_schedule=constant",
                                  "finetune.method.teacher_cfg=1.5"], extra_method={"teacher": str(teacher)})
     first = tmp_path / "d" / "base"
     base_cfg, final_cfg = (json.loads((d / "config.json").read_text()) for d in (first, final))
