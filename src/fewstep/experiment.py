@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +51,7 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
                            "e.g. finetune.train.steps=250 finetune.method.teacher_cfg=1.25")
     if not finetune.get("train", {}).get("steps", 0):
         finetune = {}  # finetune.train.steps=0 switches it off
-    if finetune and "init_from" not in {f.name for f in dataclasses.fields(cls.Config)}:
+    if finetune and not cls.can_start_from_run():
         raise FewstepError(f"finetune: '{method_name}' cannot start from an earlier run (it has no method.init_from); "
                            "drop the finetune keys")
     if finetune_stage:

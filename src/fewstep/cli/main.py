@@ -83,6 +83,8 @@ def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overri
 
 
 def build_parser() -> Parser:
+    from fewstep.methods import get_method
+
     p = Parser(prog="fewstep", description="Distill diffusion models into one-step and few-step generators.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -100,7 +102,7 @@ def build_parser() -> Parser:
     for name, desc in DISTILLERS.items():
         t = ds_sub.add_parser(name, help=desc)
         t.add_argument("--teacher", required=True, help="teacher run folder")
-        if name == "dimo":  # the method with init_from, so the one a finetune section applies to
+        if get_method(name).can_start_from_run():
             add_run_flags(t, "method/train/finetune", "method.beta=-0.2 train.steps=2000 finetune.train.steps=0 "
                           "(finetune: a second run started from the first; it goes to <out>, the first to <out>/base)")
         else:

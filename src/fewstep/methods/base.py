@@ -88,6 +88,11 @@ class Method:
         self.cfg = cfg
         self.data_cfg = data_cfg
 
+    @classmethod
+    def can_start_from_run(cls) -> bool:
+        """Whether method.init_from exists: a config's finetune section needs it to start from the first run."""
+        return "init_from" in {f.name for f in dataclasses.fields(cls.Config)}
+
     def build(self) -> dict[str, Net]:
         raise NotImplementedError
 
