@@ -263,3 +263,16 @@ def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
     assert code == 2 and "one --label per run" in err
     code, _, err = run_cli(capsys, "plot", run, "--smooth", 0, "--out", tmp_path / "c.png")
     assert code == 2 and "--smooth must be at least 1" in err
+
+
+def test_eval_leaves_the_shipped_teacher_folder_unchanged(tmp_path, capsys):
+    from fewstep.demo import SHIPPED_TEACHER
+
+    before = sorted(p.name for p in SHIPPED_TEACHER.iterdir())
+    code, out, err = run_cli(capsys, "eval", "--run", SHIPPED_TEACHER, "--n", 8, "--steps", 1)
+    assert code == 0, err
+    assert json.loads(out)["n"] == 8
+    assert sorted(p.name for p in SHIPPED_TEACHER.iterdir()) == before
+    code, _, err = run_cli(capsys, "eval", "--run", SHIPPED_TEACHER, "--n", 8, "--steps", 1, "--json", tmp_path / "e.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["n"] == 8

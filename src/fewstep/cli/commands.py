@@ -200,10 +200,20 @@ def cmd_eval(args) -> int:
     opts = sampler_options(args)
     res = repeated_eval(run, args.n, args.repeats, **opts)
     res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
-    out = Path(args.json) if args.json else run_root(run) / "eval.json"
-    write_json_atomic(out, res)
     print(json.dumps(res, indent=2))
+    out = Path(args.json) if args.json else run_root(run) / "eval.json"
+    if not args.json and is_shipped(run_root(run)):
+        say("not saved: the checkpoints shipped with fewstep stay unchanged; pass --json FILE to keep the result")
+        return 0
+    write_json_atomic(out, res)
     return 0
+
+
+def is_shipped(folder: Path) -> bool:
+    """A run inside the installed package (fewstep/assets), which a reader must not modify."""
+    import fewstep
+
+    return Path(fewstep.__file__).parent.resolve() in Path(folder).resolve().parents
 
 
 def cmd_bench(args) -> int:
