@@ -46,9 +46,9 @@ def write_fake_fashion(folder: Path, n_train: int = 120, n_test: int = 40) -> Pa
     return folder
 
 
-def train_tiny_edm(out: Path, data: str = "digits", steps: int = 2) -> Path:
+def train_tiny_edm(out: Path, data: str = "digits", steps: int = 2, extra: list[str] | None = None) -> Path:
     from fewstep.cli.commands import train_run
 
     return train_run("edm", {"name": data}, str(out), overrides=[
         "method.channels=[8,16]", "method.emb_dim=16", f"train.steps={steps}", "train.batch_size=8",
-        "train.warmup_steps=1", "method.sample_steps=2"])
+        "train.warmup_steps=1", "method.sample_steps=2", *(extra or [])])

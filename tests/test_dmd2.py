@@ -222,3 +222,17 @@ def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
     assert all("tsm0/loss" in r and "generator0/loss" not in r for r in logs[:3])
     assert all("generator1/loss" in r and "tsm1/loss" not in r for r in logs[3:])
     assert (run / "checkpoints" / "step_00000005").is_dir()
+
+
+def test_students_of_a_teacher_trained_with_dropout_have_none(tmp_path):
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm", extra=["method.dropout=0.2"]))
+    for method, extra in (("dmd2", []), ("msd", ["method.students=2"]),
+                          ("msd", ["method.students=2", "method.student_channels=[8,8]"])):
+        nets = build_experiment(method, {"name": "digits"}, None, [f"method.teacher={teacher}", *extra]).method.build()
+        rates = {n: {m.p for m in net.module.modules() if isinstance(m, nn.Dropout)} for n, net in nets.items()}
+        assert rates.pop("teacher") == {0.2}  # frozen, run in eval mode
+        assert rates and all(r == {0.0} for r in rates.values()), (method, rates)

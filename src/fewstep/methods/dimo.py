@@ -102,11 +102,7 @@ class DiMO(Method):
         self.t_info = run.info
         teacher = run.nets["model"]
         frozen = tuple(teacher.embedding_parameters) if self.cfg.freeze_embeddings else ()
-        generator = copy.deepcopy(teacher)
-        generator.cfg.dropout = self.cfg.generator_dropout
-        for m in generator.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = self.cfg.generator_dropout
+        generator = copy.deepcopy(teacher).set_dropout(self.cfg.generator_dropout)
         aux = copy.deepcopy(teacher)
         if self.cfg.init_from and not self.resuming:
             self._load_student(generator, aux)

@@ -82,14 +82,20 @@ class DMD2(Method):
         self.gen_sigmas = [SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
                                                       for k in range(n)]
 
+    @staticmethod
+    def _copy(teacher):
+        """A trainable teacher copy without dropout, as the official code builds every network (a teacher trained
+        with dropout would otherwise make training samples differ from sampling ones)."""
+        return copy.deepcopy(teacher).set_dropout(0.0)
+
     def _critic(self, teacher) -> CriticWithHead:
         """The fake-score denoiser starts as a teacher copy; its GAN head works on images or on 2-D features."""
-        return CriticWithHead(copy.deepcopy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan)
+        return CriticWithHead(self._copy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan)
 
     def build(self) -> dict[str, Net]:
         self._setup_grid()
         teacher = self._teacher().nets["model"]
-        return {"teacher": Net(teacher), "generator": Net(copy.deepcopy(teacher), trainable=True, ema=True),
+        return {"teacher": Net(teacher), "generator": Net(self._copy(teacher), trainable=True, ema=True),
                 "critic": Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)}
 
     def training_data(self) -> dict[str, torch.Tensor]:

@@ -75,6 +75,7 @@ class MSD(DMD2):
             cfg.hidden = int(self.cfg.student_channels[0])
             return MLPDenoiser(cfg)
         cfg.channels = tuple(int(c) for c in self.cfg.student_channels)
+        cfg.dropout = 0.0
         return UNetDenoiser(cfg)
 
     def build(self) -> dict[str, Net]:
@@ -82,7 +83,7 @@ class MSD(DMD2):
         teacher = self._teacher().nets["model"]
         nets = {"teacher": Net(teacher)}
         for k in range(self.cfg.students):
-            gen = copy.deepcopy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
+            gen = self._copy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
             nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
             nets[f"critic{k}"] = Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)
         return nets

@@ -26,5 +26,14 @@ class SpecModule(nn.Module):
     def from_config_dict(cls, data: dict) -> "SpecModule":
         return cls(from_dict(cls.Config, data))
 
+    def set_dropout(self, p: float) -> "SpecModule":
+        """Change the dropout rate in place (and in the saved config), e.g. for a student copied from a teacher."""
+        if hasattr(self.cfg, "dropout"):
+            self.cfg.dropout = p
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+        return self
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
