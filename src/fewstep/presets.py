@@ -43,9 +43,9 @@ _DIMO_METHOD = {"teacher_cfg": 1.25, "r_init": 0.6, "sigma_init": 0.1, "aux_upda
 _DIMO_TRAIN = {"batch_size": 64, "lr": 3e-4, "lr_schedule": "cosine", "warmup_steps": 50, "ema_decay": 0.99,
                "grad_clip": 1.0, "log_every": 10}
 PRESETS.update({
-    # unguided (CFG 1) over 6,000 steps: one-step FID 18.3 against the 16-step teacher's 19.8, class accuracy 0.928
-    # against 0.958; 500 gentle steps at the teacher's CFG 1.25 then raise accuracy to 0.95 at FID 19.7-20.6
-    # (docs/BENCHMARKS.md)
+    # unguided (CFG 1) over 6,000 steps: one-step FID 19.1 against the 16-step teacher's 19.2, class accuracy 0.931
+    # against 0.962; 500 gentle steps at the teacher's CFG 1.25 then raise accuracy to 0.95 at FID 20.4-21.4
+    # (12 seed blocks, docs/BENCHMARKS.md)
     ("dimo", "digits"): {"method": {**_DIMO_METHOD, "teacher_cfg": 1.0},
                          "train": {**_DIMO_TRAIN, "steps": 6000, "ckpt_every": 500},
                          "finetune": {"method": {"teacher_cfg": 1.25},
