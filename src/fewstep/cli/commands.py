@@ -201,11 +201,12 @@ def cmd_eval(args) -> int:
     res = repeated_eval(run, args.n, args.repeats, **opts)
     res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
     print(json.dumps(res, indent=2))
-    out = Path(args.json) if args.json else run_root(run) / "eval.json"
-    if not args.json and is_shipped(run_root(run)):
+    if args.json:
+        write_json_atomic(Path(args.json), res)
+    elif is_shipped(run_root(run)):
         say("not saved: the checkpoints shipped with fewstep stay unchanged; pass --json FILE to keep the result")
-        return 0
-    write_json_atomic(out, res)
+    else:
+        write_json_atomic(run_root(run) / "eval.json", res)
     return 0
 
 
