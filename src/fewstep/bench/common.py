@@ -67,6 +67,12 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     return out
 
 
+def comparable_floor(floor: dict, n: int) -> dict | None:
+    """The real-data floor, or None where the test split holds fewer than the `n` samples scored: FID's bias
+    falls with n, so a floor measured at the test split's size is no floor for larger sample sets."""
+    return floor if floor["n"] >= n else None
+
+
 def measure_speed(run, n: int = 500, timings: int = 5, batch_size: int = 500, **options) -> dict:
     """Samples/s of `run`: the median of `timings` timed generations of the same n samples (after a short
     warm-up), for generation alone and with decoding to images (a VQ decoder's cost is the same per image for

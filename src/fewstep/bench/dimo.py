@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import (command_line, machine, machine_line, markdown_table, measure_speed, repeated_eval,
+from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, measure_speed, repeated_eval,
                                   slug, write_outputs)
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
@@ -109,19 +109,21 @@ def bench_dimo(args) -> dict:
 
     m = machine()
     command = command_line(f"fewstep bench dimo --data {args.data}")
-    floor = s_res["floor"]
     data = {"benchmark": "dimo", "dataset": teacher.info["dataset"], "machine": m, "command": command,
             "teacher": str(teacher.path), "student": str(student.path), "student_config": student.config["method"],
             "train": student.config["train"], "student_result": s_res, "teacher_results": {str(k): v for k, v in t_res.items()},
             "teacher_as_distilled": {"label": target_label, **target_res},
             "speed": {"student": speed_s, "teacher16_cfg": speed_t, "speedup": speedup,
                       "speedup_to_pixels": speedup_pixels, "teacher_cfg": speed_cfg},
-            "temperature_sweep": [{"temperature": t, **r} for t, r in temps], "ablations": ablations, "floor": floor}
+            "temperature_sweep": [{"temperature": t, **r} for t, r in temps], "ablations": ablations, "floor": s_res["floor"]}
+    floor = comparable_floor(s_res["floor"], s_res["n"])
     headers = ["sampler", "FID", "precision", "recall", "class acc", "samples/s"]
     rows = [_row(f"teacher {s} steps (CFG {t_cfg})", r) for s, r in t_res.items()]
     rows.append(_row(target_label, target_res))
     rows.append(_row("DiMO student, 1 step", s_res))
-    rows.append(["real data (test vs train)", floor["fid"], floor["precision"], floor["recall"], floor["class_acc"], None])
+    if floor:
+        rows.append(["real data (test vs train)", floor["fid"], floor["precision"], floor["recall"], floor["class_acc"],
+                     None])
     parts = [f"### DiMO on `{data['dataset']}`", "", f"Machine: {machine_line(m)}.", f"Command: `{command}`", "",
              markdown_table(headers, rows), "",
              f"Speed (same process, {n_speed} samples, median of {args.speed_timings} timings): student "
@@ -139,7 +141,8 @@ def bench_dimo(args) -> dict:
     md = "\n".join(parts)
     plot_quality_vs_steps({f"teacher (CFG {t_cfg})": (steps_list, [t_res[s]["metrics"]["fid"] for s in steps_list])},
                           out / "dimo_fid_vs_steps.png", title=f"DiMO on {data['dataset']}",
-                          hlines={"DiMO student (1 step)": s_res["metrics"]["fid"], "real floor": floor["fid"]})
+                          hlines={"DiMO student (1 step)": s_res["metrics"]["fid"],
+                                  **({"real floor": floor["fid"]} if floor else {})})
     from fewstep.demo import comparison_grid
 
     comparison_grid(teacher, student, [s for s in steps_list if s <= 16], out / "dimo_samples.png")

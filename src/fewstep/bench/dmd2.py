@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.bench.common import command_line, comparable_floor, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
@@ -104,8 +104,8 @@ def bench_continuous(args, which: str) -> dict:
             "teacher_params": sum(p.numel() for p in teacher.nets["model"].parameters()),
             "teacher_by_steps": t_rows, "students": results}
     if ev is not None:
-        floor = t_rows[0]["floor"]
-        data["floor"] = floor
+        data["floor"] = t_rows[0]["floor"]
+        floor = comparable_floor(t_rows[0]["floor"], t_rows[0]["n"])
         heads = ["sampler", "NFE", "params", "FID", "precision", "recall", "class acc", "samples/s"]
         row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["fid"], r["metrics"]["precision"],  # noqa: E731
                                       r["metrics"]["recall"], r["metrics"]["class_acc"], r["samples_per_s"]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from fewstep.bench.common import command_line, machine, machine_line, markdown_table, repeated_eval, write_outputs
+from fewstep.bench.common import command_line, comparable_floor, machine, machine_line, markdown_table, repeated_eval, write_outputs
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -77,19 +77,20 @@ def bench_teacher(args) -> dict:
         headers = ["steps", "CFG", "FID", "precision", "recall", "class acc", "samples/s"]
         rows = [[r["steps"], r["cfg"], r["metrics"]["fid"], r["metrics"]["precision"], r["metrics"]["recall"],
                  r["metrics"]["class_acc"], r["samples_per_s"]] for r in results]
-        floor = results[0]["floor"]
-        data["floor"] = floor
+        data["floor"] = results[0]["floor"]
+        floor = comparable_floor(results[0]["floor"], results[0]["n"])
         sampler = ", ".join(f"{k} {v}" for k, v in {**run.info["sampler"], **options}.items()
                             if k in ("remask", "desmooth", "cfg_ramp", "gumbel_temp") and v)
         notes = (f"Sampler: {sampler}. FID/precision/recall in the features of fewstep's {ds.name} classifier (not Inception; "
                  f"its test accuracy {ev.test_accuracy:.3f}), n = {results[0]['n']} per setting"
-                 f"{'' if args.repeats == 1 else f', mean of {args.repeats} seed blocks'}. "
-                 f"Real floor (test vs train split, same n): FID {floor['fid']:.2f}, "
-                 f"precision {floor['precision']:.3f}, recall {floor['recall']:.3f}, class acc {floor['class_acc']:.3f}.")
+                 f"{'' if args.repeats == 1 else f', mean of {args.repeats} seed blocks'}."
+                 + (f" Real floor (test vs train split, same n): FID {floor['fid']:.2f}, precision "
+                    f"{floor['precision']:.3f}, recall {floor['recall']:.3f}, class acc {floor['class_acc']:.3f}."
+                    if floor else ""))
         series = {f"CFG {c}": ([r["steps"] for r in results if r["cfg"] == c],
                                [r["metrics"]["fid"] for r in results if r["cfg"] == c]) for c in cfgs}
         plot_quality_vs_steps(series, out / "teacher_fid_vs_steps.png", title=f"teacher on {ds.name}",
-                              hlines={"real floor (test vs train)": floor["fid"]})
+                              hlines={"real floor (test vs train)": floor["fid"]} if floor else None)
         steps_grid(run, steps_list, cfg_on, out / "teacher_steps_grid.png", **options)
     else:
         headers = ["steps", "CFG", "pair KL", "adjacent KL", "unigram KL", "NLL gap", "samples/s"]
