@@ -66,8 +66,10 @@ PRESETS.update({
 })
 
 PRESETS.update({
+    # dropout 0.13 (EDM's CIFAR-10 value): with 1,437 training digits the teacher otherwise stays close to them,
+    # and DMD2 students of the dropout teacher score FID 2.8 against 4.5 (n = 4000, BENCHMARKS.md)
     ("edm", "digits"): {
-        "method": {"channels": [32, 64], "sample_steps": 18},
+        "method": {"channels": [32, 64], "sample_steps": 18, "dropout": 0.13},
         "train": {"steps": 8000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 200, "lr_schedule": "cosine",
                   "ema_decay": 0.999, "ckpt_every": 1000},
     },
