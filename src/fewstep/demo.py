@@ -21,7 +21,7 @@ SHIPPED_TEACHER = Path(__file__).parent / "assets" / "teachers" / "digits"
 TEACHER_STEPS = [1, 2, 4, 8, 16]
 FAST_TEACHER = ["method.dim=32", "method.depth=1", "method.heads=2", "train.steps=4", "train.batch_size=16"]
 FAST_DIMO = ["train.steps=3", "train.batch_size=8"]
-DEMO_DIMO_STEPS = 240  # of the preset's 6000, so that `make demo` fits in 10 minutes on 2 CPU cores (1.5 s/step)
+DEMO_DIMO_STEPS = 240  # of the preset's 300, so that `make demo` fits in 10 minutes on 2 CPU cores (1.5 s/step)
 
 
 def _teacher(out: Path, fast: bool) -> Path:
