@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, measure_speed, repeated_eval,
-                                  slug, write_outputs)
+from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, measure_speed,
+                                  repeated_eval, slug, write_outputs)
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
