@@ -67,10 +67,10 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     return out
 
 
-def comparable_floor(floor: dict, n: int) -> dict | None:
-    """The real-data floor, or None where the test split holds fewer than the `n` samples scored: FID's bias
-    falls with n, so a floor measured at the test split's size is no floor for larger sample sets."""
-    return floor if floor["n"] >= n else None
+def comparable_floor(result: dict) -> dict | None:
+    """A `repeated_eval` result's real-data floor, or None where the test split holds fewer than the samples scored:
+    FID's bias falls with n, so a floor measured at the test split's size is no floor for larger sample sets."""
+    return result["floor"] if result["floor"]["n"] >= result["n"] else None
 
 
 def measure_speed(run, n: int = 500, timings: int = 5, batch_size: int = 500, **options) -> dict:

@@ -116,7 +116,7 @@ def bench_dimo(args) -> dict:
             "speed": {"student": speed_s, "teacher16_cfg": speed_t, "speedup": speedup,
                       "speedup_to_pixels": speedup_pixels, "teacher_cfg": speed_cfg},
             "temperature_sweep": [{"temperature": t, **r} for t, r in temps], "ablations": ablations, "floor": s_res["floor"]}
-    floor = comparable_floor(s_res["floor"], s_res["n"])
+    floor = comparable_floor(s_res)
     headers = ["sampler", "FID", "precision", "recall", "class acc", "samples/s"]
     rows = [_row(f"teacher {s} steps (CFG {t_cfg})", r) for s, r in t_res.items()]
     rows.append(_row(target_label, target_res))

@@ -105,7 +105,7 @@ def bench_continuous(args, which: str) -> dict:
             "teacher_by_steps": t_rows, "students": results}
     if ev is not None:
         data["floor"] = t_rows[0]["floor"]
-        floor = comparable_floor(t_rows[0]["floor"], t_rows[0]["n"])
+        floor = comparable_floor(t_rows[0])
         heads = ["sampler", "NFE", "params", "FID", "precision", "recall", "class acc", "samples/s"]
         row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["fid"], r["metrics"]["precision"],  # noqa: E731
                                       r["metrics"]["recall"], r["metrics"]["class_acc"], r["samples_per_s"]]

@@ -78,7 +78,7 @@ def bench_teacher(args) -> dict:
         rows = [[r["steps"], r["cfg"], r["metrics"]["fid"], r["metrics"]["precision"], r["metrics"]["recall"],
                  r["metrics"]["class_acc"], r["samples_per_s"]] for r in results]
         data["floor"] = results[0]["floor"]
-        floor = comparable_floor(results[0]["floor"], results[0]["n"])
+        floor = comparable_floor(results[0])
         sampler = ", ".join(f"{k} {v}" for k, v in {**run.info["sampler"], **options}.items()
                             if k in ("remask", "desmooth", "cfg_ramp", "gumbel_temp") and v)
         notes = (f"Sampler: {sampler}. FID/precision/recall in the features of fewstep's {ds.name} classifier (not Inception; "
