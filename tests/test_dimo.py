@@ -142,5 +142,5 @@ def test_finetune_stage_starts_generator_and_aux_from_the_first_run(tmp_path):
     with pytest.raises(FewstepError, match="'maskgit' cannot start from an earlier run"):
         build_experiment("maskgit", {"name": "digits"}, None, ["finetune.train.steps=5"])
     bad = build_experiment("dimo", {"name": "digits"}, None, [f"method.teacher={teacher}", f"method.init_from={teacher}"])
-    with pytest.raises(FewstepError, match="is a maskgit run, not a DiMO run"):
+    with pytest.raises(FewstepError, match="holds a maskgit run; pass a dimo run"):
         bad.method.build()

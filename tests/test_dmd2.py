@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import torch
@@ -206,8 +207,6 @@ def test_msd_with_one_student_trains_exactly_like_dmd2(tmp_path):
 
 
 def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
-    import json
-
     from fewstep.cli.commands import train_run
 
     from helpers import train_tiny_edm
@@ -236,3 +235,38 @@ def test_students_of_a_teacher_trained_with_dropout_have_none(tmp_path):
         rates = {n: {m.p for m in net.module.modules() if isinstance(m, nn.Dropout)} for n, net in nets.items()}
         assert rates.pop("teacher") == {0.2}  # frozen, run in eval mode
         assert rates and all(r == {0.0} for r in rates.values()), (method, rates)
+
+
+def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_path):
+    from safetensors.torch import load_file
+
+    from fewstep.checkpoint import resolve_checkpoint
+    from fewstep.cli.commands import train_run
+    from fewstep.errors import FewstepError
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    over = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.ema_decay=0.5",
+            "method.critic_updates=1", "finetune.train.steps=1", "finetune.train.lr=2.5e-5"]
+    small_msd = ["method.students=2", "method.student_channels=[8,8]", "method.tsm_steps=2"]
+    for method, extra, names in (("dmd2", [], ("generator", "critic")),
+                                 ("msd", small_msd, ("generator0", "critic0", "generator1", "critic1"))):
+        final = train_run(method, {"name": "digits"}, str(tmp_path / method), overrides=over + extra,
+                          extra_method={"teacher": teacher})
+        first = resolve_checkpoint(final / "base")
+        build = lambda *o: build_experiment(method, {"name": "digits"}, None,  # noqa: E731
+                                            [f"method.teacher={teacher}", *extra, *o]).method.build()
+        started, fresh = build(f"method.init_from={final / 'base'}"), build()
+        for name in names:
+            ema = first / f"{name}_ema.safetensors"
+            want = load_file(str(ema if ema.is_file() else first / f"{name}.safetensors"))
+            got = started[name].module.state_dict()
+            assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
+            assert not all(torch.equal(fresh[name].module.state_dict()[k], want[k]) for k in want), name
+        logs = [json.loads(line) for line in (final / "stats.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in logs] == [1] and not any(k.startswith("tsm") for k in logs[0])  # no second TSM
+    with pytest.raises(FewstepError, match="holds a edm run; pass a dmd2 run"):
+        build_experiment("dmd2", {"name": "digits"}, None,
+                         [f"method.teacher={teacher}", f"method.init_from={teacher}"]).method.build()

@@ -27,6 +27,7 @@ from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
 from fewstep.methods.common.distribution_matching import (
     check_divergence, divergence_logit_grad, surrogate_loss,
 )
+from fewstep.methods.common.start import load_start_weights
 from fewstep.processes.masked import forward_mask, get_schedule
 from fewstep.samplers.masked import categorical_from_uniform, guided_logits, hybrid_init, onestep_sample
 
@@ -105,27 +106,13 @@ class DiMO(Method):
         generator = copy.deepcopy(teacher).set_dropout(self.cfg.generator_dropout)
         aux = copy.deepcopy(teacher)
         if self.cfg.init_from and not self.resuming:
-            self._load_student(generator, aux)
+            load_start_weights(self.cfg.init_from, self.name, {"generator": generator, "aux": aux})
         self.schedule = self.cfg.schedule or run.info["sampler"].get("schedule", "arccos")
         return {
             "teacher": Net(teacher),
             "generator": Net(generator, trainable=True, ema=True, frozen=frozen),
             "aux": Net(aux, trainable=True, frozen=frozen, lr=self.cfg.aux_lr),
         }
-
-    def _load_student(self, generator, aux) -> None:
-        from fewstep.runs import load_run
-
-        start = load_run(self.cfg.init_from)
-        if start.method_name != "dimo":
-            raise FewstepError(f"method.init_from: '{self.cfg.init_from}' is a {start.method_name} run, not a DiMO run")
-        for name, module in (("generator", generator), ("aux", aux)):
-            try:
-                module.load_state_dict(start.nets[name].state_dict())
-            except RuntimeError as e:
-                raise FewstepError(f"method.init_from: the {name} of '{self.cfg.init_from}' does not fit this "
-                                   f"teacher's network ({str(e).splitlines()[0]}); use a run distilled from "
-                                   "the same teacher") from None
 
     def phases(self) -> list[Phase]:
         return [Phase("generator", self.generator_step, trains=("generator",)),

@@ -25,6 +25,7 @@ from fewstep.errors import FewstepError
 from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
 from fewstep.methods.common.adversarial import CriticWithHead, discriminator_gan_loss, generator_gan_loss
 from fewstep.methods.common.distribution_matching import surrogate_loss
+from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.samplers.gaussian import fewstep_sample, guided_denoise
@@ -44,6 +45,9 @@ class DMD2Config:
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
+    # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
+    # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.gen_steps < 1 or self.critic_updates < 1:
@@ -95,8 +99,15 @@ class DMD2(Method):
     def build(self) -> dict[str, Net]:
         self._setup_grid()
         teacher = self._teacher().nets["model"]
-        return {"teacher": Net(teacher), "generator": Net(self._copy(teacher), trainable=True, ema=True),
-                "critic": Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)}
+        return self._start_from_run({
+            "teacher": Net(teacher), "generator": Net(self._copy(teacher), trainable=True, ema=True),
+            "critic": Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)})
+
+    def _start_from_run(self, nets: dict[str, Net]) -> dict[str, Net]:
+        """With method.init_from, the trainable networks take that run's weights (not on resume: the checkpoint has)."""
+        if self.cfg.init_from and not self.resuming:
+            load_start_weights(self.cfg.init_from, self.name, {n: v.module for n, v in nets.items() if v.trainable})
+        return nets
 
     def training_data(self) -> dict[str, torch.Tensor]:
         return continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))

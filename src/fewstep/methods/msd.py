@@ -86,7 +86,7 @@ class MSD(DMD2):
             gen = self._copy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
             nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
             nets[f"critic{k}"] = Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)
-        return nets
+        return self._start_from_run(nets)
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
         data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
@@ -97,7 +97,8 @@ class MSD(DMD2):
         return streams
 
     def stage_steps(self) -> int:
-        return self.cfg.tsm_steps if self.cfg.student_channels is not None else 0
+        """TSM steps: smaller students only, and not again for students started from an earlier run."""
+        return self.cfg.tsm_steps if self.cfg.student_channels is not None and not self.cfg.init_from else 0
 
     def phases(self) -> list[Phase]:
         tsm = self.stage_steps()

@@ -1,0 +1,26 @@
+"""Starting weights from an earlier run of the same method (`method.init_from`, the finetune stage)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fewstep import checkpoint as ckpt_io
+from fewstep.errors import FewstepError
+
+
+def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.Module]) -> None:
+    """Load each module from the run's EMA weights where it kept them (the weights its samples came from),
+    else its live ones. Only weights: the optimizer and LR schedule start afresh."""
+    ckpt = ckpt_io.resolve_checkpoint(init_from)
+    config, _ = ckpt_io.read_checkpoint_json(ckpt)
+    found = config.get("method", {}).get("name")
+    if found != method_name:
+        raise FewstepError(f"method.init_from: '{init_from}' holds a {found} run; pass a {method_name} run "
+                           "of the same teacher")
+    for name, module in modules.items():
+        ema = ckpt / f"{name}_ema.safetensors"
+        try:
+            ckpt_io.load_weights(module, ema if ema.is_file() else ckpt / f"{name}.safetensors")
+        except FewstepError as e:
+            raise FewstepError(f"method.init_from: the {name} of '{init_from}' does not fit this run's network "
+                               f"({e}); use a run distilled from the same teacher with the same network sizes") from None
