@@ -107,7 +107,7 @@ def build_parser() -> Parser:
         t = ds_sub.add_parser(name, help=desc)
         t.add_argument("--teacher", required=True, help="teacher run folder")
         if get_method(name).can_start_from_run():
-            add_run_flags(t, "method/train/finetune", "method.beta=-0.2 train.steps=2000 finetune.train.steps=0 "
+            add_run_flags(t, "method/train/finetune", "train.steps=2000 finetune.train.steps=500 finetune.train.lr=3e-5 "
                           "(finetune: a second run started from the first; it goes to <out>, the first to <out>/base)")
         else:
             add_run_flags(t, "method/train", "train.steps=2000")
