@@ -270,3 +270,32 @@ def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_pat
     with pytest.raises(FewstepError, match="holds a edm run; pass a dmd2 run"):
         build_experiment("dmd2", {"name": "digits"}, None,
                          [f"method.teacher={teacher}", f"method.init_from={teacher}"]).method.build()
+
+
+def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_shares_them(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.experiment import build_experiment
+    from fewstep.samplers.noise import SeedStream
+
+    from helpers import train_tiny_edm
+
+    # a one-step teacher sampler maps sigma_max z to D(sigma_max z): exactly what the teacher-copy generator outputs
+    teacher = str(train_tiny_edm(tmp_path / "edm", extra=["method.sample_steps=1"]))
+    reg = ["method.regression_weight=1.0", "method.regression_pairs=40"]
+    method = build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", *reg]).method
+    method.build()
+    pairs = method.training_data()["pairs"]
+    assert torch.equal(torch.bincount(pairs["labels"]), torch.full((10,), 4))
+    assert all(torch.equal(pairs["z"][j], SeedStream([10**9 + j]).randn(1, 8, 8)[0]) for j in (0, 17, 39))
+    assert pairs["x"].abs().max() > 1e-3
+    run = train_run("dmd2", {"name": "digits"}, str(tmp_path / "d"), extra_method={"teacher": teacher}, overrides=[
+        *reg, "train.steps=2", "train.batch_size=8", "train.log_every=1", "method.critic_updates=1"])
+    logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert logs[0]["generator/reg"] < 1e-3 * logs[1]["generator/reg"]  # exact until the first update moves G
+    msd = build_experiment("msd", {"name": "digits"}, None, [f"method.teacher={teacher}", "method.students=2", *reg]).method
+    msd.build()
+    streams = msd.training_data()
+    assert set(streams["pairs"]["labels"].tolist()) == set(range(10))  # not split by partition
+    assert set(streams["part0"]["labels"].tolist()) == set(range(5))
+    with pytest.raises(ValueError, match="one-step generators"):
+        DMD2Config(regression_weight=1.0, gen_steps=4)

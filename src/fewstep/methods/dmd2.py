@@ -7,6 +7,7 @@ Generator phase (once per trainer step):
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN)
+  REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
 The DM loss and the surrogate are shared with DiMO (methods/common/distribution_matching.py).
@@ -28,7 +29,9 @@ from fewstep.methods.common.distribution_matching import surrogate_loss
 from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
-from fewstep.samplers.gaussian import fewstep_sample, guided_denoise
+from fewstep.runlog import say
+from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
+from fewstep.samplers.noise import SeedStream
 
 
 @dataclass
@@ -45,6 +48,10 @@ class DMD2Config:
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
+    # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
+    # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
+    regression_weight: float = 0.0
+    regression_pairs: int = 5000
     # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
     # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
     init_from: str | None = None
@@ -54,6 +61,8 @@ class DMD2Config:
             raise ValueError("gen_steps and critic_updates must be >= 1")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
             raise ValueError("need 0 <= dm_min < dm_max <= 1")
+        if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
+            raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
 
 class DMD2(Method):
@@ -109,8 +118,27 @@ class DMD2(Method):
             load_start_weights(self.cfg.init_from, self.name, {n: v.module for n, v in nets.items() if v.trainable})
         return nets
 
-    def training_data(self) -> dict[str, torch.Tensor]:
-        return continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
+    def training_data(self) -> dict[str, torch.Tensor] | dict[str, dict[str, torch.Tensor]]:
+        data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
+        return {"default": data, "pairs": self.regression_pairs()} if self.cfg.regression_weight else data
+
+    def regression_pairs(self) -> dict[str, torch.Tensor]:
+        """DMD's paired set: noise z -> the teacher's ODE sample y from sigma_max z, class-balanced over all classes
+        (MSD shares it across students: filtering it by partition drops modes, MSD Fig. 8). Seeds from 10^9 on
+        keep it apart from evaluation noise; the same pairs come back on resume."""
+        from fewstep.metrics.evaluate import balanced_labels
+
+        run, n = self._teacher(), self.cfg.regression_pairs
+        sampler = run.info.get("sampler", {})
+        labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(10**9, 10**9 + n))
+        out = []
+        say(f"regression pairs: sampling {n} teacher ODE samples ({sampler.get('solver', 'heun')}, "
+            f"{sampler.get('steps', 18)} steps)")
+        for i in range(0, n, 500):
+            out.append(edm_sample(run.nets["model"], labels[i:i + 500], seeds[i:i + 500], self.shape,
+                                  steps=sampler.get("steps", 18), solver=sampler.get("solver", "heun"),
+                                  cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]))
+        return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
 
     def phases(self) -> list[Phase]:
         return [Phase("generator", lambda ctx: self.generator_step(ctx, "generator", "critic"), trains=("generator",)),
@@ -160,6 +188,13 @@ class DMD2(Method):
         g = self.dm_grad(ctx, critic_name, x.detach(), y)
         loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
         loss, logs = loss_dm, {"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())}
+        if self.cfg.regression_weight:
+            pairs = ctx.batch("pairs")
+            z = pairs["z"] * self.gen_sigmas[0]
+            pred = ctx.net(gen_name)(z, torch.full((len(z),), self.gen_sigmas[0], device=z.device), pairs["labels"])
+            loss_reg = ((pred - pairs["x"]) ** 2).mean()
+            loss = loss + self.cfg.regression_weight * loss_reg
+            logs["reg"] = float(loss_reg.detach())
         if self.cfg.gan:
             sigma = self._level(x.shape[0], 0.0, 1.0, x.device)
             logits = ctx.net(critic_name).logits(x + expand(sigma, x) * torch.randn_like(x), sigma, y)

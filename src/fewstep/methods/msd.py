@@ -94,6 +94,8 @@ class MSD(DMD2):
         for k, classes in enumerate(self.partition):
             keep = torch.isin(data["labels"], torch.tensor(classes))
             streams[f"part{k}"] = {key: v[keep] for key, v in data.items()}
+        if self.cfg.regression_weight:
+            streams["pairs"] = self.regression_pairs()  # shared, not split by partition
         return streams
 
     def stage_steps(self) -> int:
