@@ -201,6 +201,12 @@ def read_checkpoint_json(ckpt: Path) -> tuple[dict, dict]:
     return config, meta
 
 
+def sampling_weights(ckpt: Path, name: str) -> Path:
+    """The weights file samples of network `name` come from: its EMA where the run kept one, else the live weights."""
+    ema = ckpt / f"{name}_ema.safetensors"
+    return ema if ema.is_file() else ckpt / f"{name}.safetensors"
+
+
 def export_inference(run: str | Path, out: str | Path) -> Path:
     """Copy what sampling needs (config, meta without optimizer/RNG state, EMA or live weights) to `out`."""
     src = resolve_checkpoint(run)
@@ -210,8 +216,7 @@ def export_inference(run: str | Path, out: str | Path) -> Path:
         raise FewstepError(f"'{out}' exists and is not empty; pick a new folder")
     out.mkdir(parents=True, exist_ok=True)
     for name in config.get("trainable", []):
-        ema = src / f"{name}_ema.safetensors"
-        shutil.copyfile(ema if ema.is_file() else src / f"{name}.safetensors", out / f"{name}_ema.safetensors")
+        shutil.copyfile(sampling_weights(src, name), out / f"{name}_ema.safetensors")
     slim = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}
     write_json_atomic(out / "config.json", config)
     write_json_atomic(out / "meta.json", slim)

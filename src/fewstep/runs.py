@@ -60,7 +60,6 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", prefer_ema: b
         if spec is None:
             continue
         module = build_model(spec)
-        ema_file = ckpt / f"{name}_ema.safetensors"
-        ckpt_io.load_weights(module, ema_file if prefer_ema and ema_file.is_file() else ckpt / f"{name}.safetensors")
+        ckpt_io.load_weights(module, ckpt_io.sampling_weights(ckpt, name) if prefer_ema else ckpt / f"{name}.safetensors")
         nets[name] = module.to(device).eval().requires_grad_(False)
     return Run(path=ckpt, config=config, meta=meta, info=config.get("info", {}), nets=nets)

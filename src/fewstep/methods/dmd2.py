@@ -130,13 +130,12 @@ class DMD2(Method):
 
         run, n = self._teacher(), self.cfg.regression_pairs
         teacher, sampler = run.nets["model"], run.info.get("sampler", {})
+        steps, solver = sampler.get("steps", 18), sampler.get("solver", "heun")
         device = next(teacher.parameters()).device  # wherever the trainer put it
         labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(10**9, 10**9 + n))
-        say(f"regression pairs: sampling {n} teacher ODE samples ({sampler.get('solver', 'heun')}, "
-            f"{sampler.get('steps', 18)} steps)")
-        out = [edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
-                          steps=sampler.get("steps", 18), solver=sampler.get("solver", "heun"),
-                          cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]).cpu()
+        say(f"regression pairs: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
+        out = [edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape, steps=steps,
+                          solver=solver, cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]).cpu()
                for i in range(0, n, 500)]
         return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
 

@@ -18,9 +18,8 @@ def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.M
         raise FewstepError(f"method.init_from: '{init_from}' holds a {found} run; pass a {method_name} run "
                            "of the same teacher")
     for name, module in modules.items():
-        ema = ckpt / f"{name}_ema.safetensors"
         try:
-            ckpt_io.load_weights(module, ema if ema.is_file() else ckpt / f"{name}.safetensors")
+            ckpt_io.load_weights(module, ckpt_io.sampling_weights(ckpt, name))
         except FewstepError as e:
             raise FewstepError(f"method.init_from: the {name} of '{init_from}' does not fit this run's network "
                                f"({e}); use a run distilled from the same teacher with the same network sizes") from None
