@@ -299,3 +299,35 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
     assert set(streams["part0"]["labels"].tolist()) == set(range(5))
     with pytest.raises(ValueError, match="one-step generators"):
         DMD2Config(regression_weight=1.0, gen_steps=4)
+
+
+def test_random_translate_shifts_whole_images_by_at_most_one_pixel_and_passes_gradients():
+    from fewstep.methods.common.adversarial import random_translate
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 1, 6, 6, requires_grad=True)
+    out = random_translate(x, p=0.5)
+    padded = torch.nn.functional.pad(x.detach(), (1, 1, 1, 1), mode="replicate")
+    shifts = []
+    for i in range(len(x)):
+        match = [(dy, dx) for dy in range(3) for dx in range(3)
+                 if torch.equal(out[i].detach(), padded[i, :, dy:dy + 6, dx:dx + 6])]
+        assert len(match) == 1  # each image is one whole shifted copy of itself
+        shifts.append(match[0])
+    kept = sum(s == (1, 1) for s in shifts) / len(shifts)
+    assert abs(kept - (0.5 + 0.5 / 9)) < 0.07  # unshifted: 1 - p, plus p times the zero offset
+    assert len(set(shifts)) == 9
+    out.sum().backward()  # every output pixel is one input pixel
+    assert x.grad.sum().item() == pytest.approx(x[0].numel() * len(x))
+    assert random_translate(x, p=0.0) is x
+
+
+def test_gan_inputs_respect_the_level_floor_and_augmentation_switch():
+    m = _bare_dmd2(gan_min=0.5)
+    x = torch.zeros(2000, 1, 4, 4)
+    x_gan, sigma = m._gan_input(x)
+    assert sigma.min() >= m.levels[500] and sigma.max() <= m.levels[-1]
+    assert abs((x_gan / sigma[:, None, None, None]).std().item() - 1.0) < 0.02  # each noised to its own level
+    assert (_bare_dmd2()._gan_input(x)[1] < m.levels[500]).float().mean() > 0.4  # default: the whole grid
+    with pytest.raises(ValueError, match="leak"):
+        DMD2Config(gan_augment=1.0)

@@ -6,7 +6,8 @@ Generator phase (once per trainer step):
   x = G(input)                          one step: input = sigma_max z; N steps: backward simulation (§4.3)
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
-  GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN)
+  GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
+       floor on those levels and translation of the clean inputs, both against a small real set
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
@@ -24,7 +25,8 @@ import torch
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
-from fewstep.methods.common.adversarial import CriticWithHead, discriminator_gan_loss, generator_gan_loss
+from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_gan_loss, generator_gan_loss,
+                                                 random_translate)
 from fewstep.methods.common.distribution_matching import surrogate_loss
 from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data
@@ -45,6 +47,10 @@ class DMD2Config:
     gan: bool = True
     gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
     gan_weight_critic: float = 1e-2  # lambda_D
+    # GAN inputs against a small real set (1,437 digits): its noise levels from [gan_min, 1) of the grid (0 = all,
+    # as the official code), and a random translation with probability gan_augment applied to real and fake alike
+    gan_min: float = 0.0
+    gan_augment: float = 0.0
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
@@ -61,6 +67,8 @@ class DMD2Config:
             raise ValueError("gen_steps and critic_updates must be >= 1")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
             raise ValueError("need 0 <= dm_min < dm_max <= 1")
+        if not 0.0 <= self.gan_min < 1.0 or not 0.0 <= self.gan_augment < 1.0:
+            raise ValueError("need 0 <= gan_min < 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -168,6 +176,12 @@ class DMD2(Method):
             x = real + sig[k] * torch.randn_like(real)
         return x, torch.full((b,), sig[k], device=device)
 
+    def _gan_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the discriminator sees of clean images x: augmented, then noised to a level of its own (diffusion GAN)."""
+        sigma = self._level(x.shape[0], self.cfg.gan_min, 1.0, x.device)
+        x = random_translate(x, self.cfg.gan_augment)
+        return x + expand(sigma, x) * torch.randn_like(x), sigma
+
     def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|."""
         sigma = self._level(x.shape[0], self.cfg.dm_min, self.cfg.dm_max, x.device)
@@ -195,8 +209,8 @@ class DMD2(Method):
             loss = loss + self.cfg.regression_weight * loss_reg
             logs["reg"] = float(loss_reg.detach())
         if self.cfg.gan:
-            sigma = self._level(x.shape[0], 0.0, 1.0, x.device)
-            logits = ctx.net(critic_name).logits(x + expand(sigma, x) * torch.randn_like(x), sigma, y)
+            x_gan, sigma = self._gan_input(x)
+            logits = ctx.net(critic_name).logits(x_gan, sigma, y)
             loss_g = generator_gan_loss(logits)
             loss = loss + self.cfg.gan_weight_gen * loss_g
             logs["gan_g"] = float(loss_g.detach())
@@ -214,9 +228,7 @@ class DMD2(Method):
         if not self.cfg.gan:
             d = ctx.net(critic_name)(x_noisy, sigma, y)
         else:  # fake and real, each noised to its own level (diffusion GAN), through the same forward call
-            s_gan = self._level(2 * b, 0.0, 1.0, fake.device)
-            both = torch.cat([fake, real])
-            gan_x = both + expand(s_gan, both) * torch.randn_like(both)
+            gan_x, s_gan = self._gan_input(torch.cat([fake, real]))
             d, logits = ctx.net(critic_name)(x_noisy, sigma, y, gan_x=gan_x, gan_sigma=s_gan, gan_labels=torch.cat([y, y]))
             lf, lr = logits[:b], logits[b:]
         loss_fake = (expand(loss_weight(sigma, self.sigma_data), fake) * (d - fake) ** 2).mean()

@@ -53,6 +53,23 @@ class CriticWithHead(nn.Module):
         return self.head(feats)
 
 
+def random_translate(x: torch.Tensor, p: float, shift: int = 1) -> torch.Tensor:
+    """Shift each image, with probability p, by a random integer offset of up to `shift` pixels per axis (edges
+    replicated): a differentiable augmentation of what the discriminator sees, applied alike to real and generated
+    images (DiffAugment, Zhao et al. 2020). With p < 1 it does not leak into the generator (ADA, Karras et al. 2020
+    §2); it keeps a discriminator from memorising a small training set."""
+    if p <= 0 or x.dim() != 4:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * shift + 1, (2, b), device=x.device)
+    offsets = torch.where(torch.rand(b, device=x.device) < p, offsets, torch.full_like(offsets, shift))
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    return padded[torch.arange(b, device=x.device)[:, None, None, None],
+                  torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+
+
 def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: softplus(-D(G(z)))."""
     return F.softplus(-fake_logits).mean()
