@@ -56,8 +56,8 @@ class CriticWithHead(nn.Module):
 def random_translate(x: torch.Tensor, p: float, shift: int = 1) -> torch.Tensor:
     """Shift each image, with probability p, by a random integer offset of up to `shift` pixels per axis (edges
     replicated): a differentiable augmentation of what the discriminator sees, applied alike to real and generated
-    images (DiffAugment, Zhao et al. 2020). With p < 1 it does not leak into the generator (ADA, Karras et al. 2020
-    §2); it keeps a discriminator from memorising a small training set."""
+    images (DiffAugment, Zhao et al. 2020), against a discriminator that overfits a small real set. With p < 1 it
+    does not leak into the generator (ADA, Karras et al. 2020 §2). Images only: other inputs pass unchanged."""
     if p <= 0 or x.dim() != 4:
         return x
     b, _, h, w = x.shape
