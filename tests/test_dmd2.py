@@ -322,7 +322,7 @@ def test_random_translate_shifts_whole_images_by_at_most_one_pixel_and_passes_gr
     assert random_translate(x, p=0.0) is x
 
 
-def test_gan_inputs_respect_the_level_floor_and_augmentation_switch():
+def test_gan_inputs_respect_the_level_floor_and_an_always_on_augmentation_is_refused():
     m = _bare_dmd2(gan_min=0.5)
     x = torch.zeros(2000, 1, 4, 4)
     x_gan, sigma = m._gan_input(x)
