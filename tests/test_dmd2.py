@@ -322,12 +322,16 @@ def test_random_translate_shifts_whole_images_by_at_most_one_pixel_and_passes_gr
     assert random_translate(x, p=0.0) is x
 
 
-def test_gan_inputs_respect_the_level_floor_and_an_always_on_augmentation_is_refused():
+def test_gan_inputs_respect_the_level_range_and_an_always_on_augmentation_is_refused():
     m = _bare_dmd2(gan_min=0.5)
     x = torch.zeros(2000, 1, 4, 4)
     x_gan, sigma = m._gan_input(x)
     assert sigma.min() >= m.levels[500] and sigma.max() <= m.levels[-1]
+    capped = _bare_dmd2(gan_max=0.3)._gan_input(x)[1]
+    assert capped.max() <= m.levels[299] and capped.min() <= m.levels[10]
     assert abs((x_gan / sigma[:, None, None, None]).std().item() - 1.0) < 0.02  # each noised to its own level
     assert (_bare_dmd2()._gan_input(x)[1] < m.levels[500]).float().mean() > 0.4  # default: the whole grid
     with pytest.raises(ValueError, match="leak"):
         DMD2Config(gan_augment=1.0)
+    with pytest.raises(ValueError, match="gan_min < gan_max"):
+        DMD2Config(gan_min=0.5, gan_max=0.5)

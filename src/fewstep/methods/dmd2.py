@@ -7,7 +7,7 @@ Generator phase (once per trainer step):
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
-       floor on those levels and translation of the clean inputs, both against a small real set
+       range of those levels and translation of the clean inputs, both against a small real set
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
@@ -47,9 +47,10 @@ class DMD2Config:
     gan: bool = True
     gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
     gan_weight_critic: float = 1e-2  # lambda_D
-    # GAN inputs against a small real set (1,437 digits): its noise levels from [gan_min, 1) of the grid (0 = all,
-    # as the official code), and a random translation with probability gan_augment applied to real and fake alike
+    # GAN inputs against a small real set (1,437 digits): its noise levels from [gan_min, gan_max) of the grid (0, 1
+    # = all, as the official code), and a random translation with probability gan_augment applied to real and fake alike
     gan_min: float = 0.0
+    gan_max: float = 1.0
     gan_augment: float = 0.0
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
@@ -67,8 +68,8 @@ class DMD2Config:
             raise ValueError("gen_steps and critic_updates must be >= 1")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
             raise ValueError("need 0 <= dm_min < dm_max <= 1")
-        if not 0.0 <= self.gan_min < 1.0 or not 0.0 <= self.gan_augment < 1.0:
-            raise ValueError("need 0 <= gan_min < 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
+        if not 0.0 <= self.gan_min < self.gan_max <= 1.0 or not 0.0 <= self.gan_augment < 1.0:
+            raise ValueError("need 0 <= gan_min < gan_max <= 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -178,7 +179,7 @@ class DMD2(Method):
 
     def _gan_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the discriminator sees of clean images x: augmented, then noised to a level of its own (diffusion GAN)."""
-        sigma = self._level(x.shape[0], self.cfg.gan_min, 1.0, x.device)
+        sigma = self._level(x.shape[0], self.cfg.gan_min, self.cfg.gan_max, x.device)
         x = random_translate(x, self.cfg.gan_augment)
         return x + expand(sigma, x) * torch.randn_like(x), sigma
 
