@@ -288,10 +288,13 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
     assert torch.equal(torch.bincount(pairs["labels"]), torch.full((10,), 4))
     assert all(torch.equal(pairs["z"][j], SeedStream([10**9 + j]).randn(1, 8, 8)[0]) for j in (0, 17, 39))
     assert pairs["x"].abs().max() > 1e-3
+    heldout = method._heldout["z"]
+    assert len(heldout) == 256 and torch.equal(heldout[5], SeedStream([2 * 10**9 + 5]).randn(1, 8, 8)[0])
     run = train_run("dmd2", {"name": "digits"}, str(tmp_path / "d"), extra_method={"teacher": teacher}, overrides=[
         *reg, "train.steps=2", "train.batch_size=8", "train.log_every=1", "method.critic_updates=1"])
     logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
-    assert logs[0]["generator/reg"] < 1e-3 * logs[1]["generator/reg"]  # exact until the first update moves G
+    for key in ("generator/reg", "generator/reg_heldout"):  # exact until the first update moves G
+        assert logs[0][key] < 1e-3 * logs[1][key]
     msd = build_experiment("msd", {"name": "digits"}, None, [f"method.teacher={teacher}", "method.students=2", *reg]).method
     msd.build()
     streams = msd.training_data()

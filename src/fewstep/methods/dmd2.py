@@ -35,6 +35,8 @@ from fewstep.runlog import say
 from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
+HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
+
 
 @dataclass
 class DMD2Config:
@@ -134,19 +136,29 @@ class DMD2(Method):
     def regression_pairs(self) -> dict[str, torch.Tensor]:
         """DMD's paired set: noise z -> the teacher's ODE sample y from sigma_max z, class-balanced over all classes
         (MSD shares it across students: filtering it by partition drops modes, MSD Fig. 8). Seeds from 10^9 on
-        keep it apart from evaluation noise; the same pairs come back on resume."""
+        keep it apart from evaluation noise; the same pairs come back on resume. Also draws the held-out pairs
+        (seeds from 2 x 10^9) the logged `reg_heldout` is measured on."""
+        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS)
+        return self._teacher_pairs(10**9, self.cfg.regression_pairs)
+
+    def _teacher_pairs(self, first_seed: int, n: int) -> dict[str, torch.Tensor]:
         from fewstep.metrics.evaluate import balanced_labels
 
-        run, n = self._teacher(), self.cfg.regression_pairs
+        run = self._teacher()
         teacher, sampler = run.nets["model"], run.info.get("sampler", {})
         steps, solver = sampler.get("steps", 18), sampler.get("solver", "heun")
         device = next(teacher.parameters()).device  # wherever the trainer put it
-        labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(10**9, 10**9 + n))
+        labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(first_seed, first_seed + n))
         say(f"regression pairs: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
         out = [edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape, steps=steps,
                           solver=solver, cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]).cpu()
                for i in range(0, n, 500)]
         return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
+
+    def _regression_error(self, gen, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+        z = pairs["z"] * self.gen_sigmas[0]
+        pred = gen(z, torch.full((len(z),), self.gen_sigmas[0], device=z.device), pairs["labels"])
+        return ((pred - pairs["x"]) ** 2).mean()
 
     def phases(self) -> list[Phase]:
         return [Phase("generator", lambda ctx: self.generator_step(ctx, "generator", "critic"), trains=("generator",)),
@@ -203,12 +215,12 @@ class DMD2(Method):
         loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
         loss, logs = loss_dm, {"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())}
         if self.cfg.regression_weight:
-            pairs = ctx.batch("pairs")
-            z = pairs["z"] * self.gen_sigmas[0]
-            pred = ctx.net(gen_name)(z, torch.full((len(z),), self.gen_sigmas[0], device=z.device), pairs["labels"])
-            loss_reg = ((pred - pairs["x"]) ** 2).mean()
+            loss_reg = self._regression_error(ctx.net(gen_name), ctx.batch("pairs"))
             loss = loss + self.cfg.regression_weight * loss_reg
             logs["reg"] = float(loss_reg.detach())
+            with torch.no_grad():  # far above `reg`: the generator memorises its pairs rather than the teacher's map
+                heldout = {k: v.to(x.device) for k, v in self._heldout.items()}
+                logs["reg_heldout"] = float(self._regression_error(ctx.net(gen_name), heldout))
         if self.cfg.gan:
             x_gan, sigma = self._gan_input(x)
             logits = ctx.net(critic_name).logits(x_gan, sigma, y)
