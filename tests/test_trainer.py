@@ -123,6 +123,7 @@ class Toy(Method):
     needs_data = False
 
     def build(self):
+        self.logged_at = []
         torch.manual_seed(0)
         m = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 1))
         return {"net": Net(m, trainable=True, frozen=("0.",), ema=True)}
@@ -132,13 +133,16 @@ class Toy(Method):
 
     def fit(self, ctx):
         out = ctx.net("net")(torch.arange(4)).sum()
+        if ctx.logged:
+            self.logged_at.append(ctx.step)
         if ctx.step >= self.cfg.nan_from_step:
             out = out * float("nan")
         return StepOut((out - 1.0) ** 2)
 
 
 def _toy_trainer(tmp_path, cfg, **train):
-    tc = TrainConfig(steps=train.pop("steps", 5), batch_size=1, warmup_steps=0, log_every=1, ckpt_every=2, **train)
+    tc = TrainConfig(steps=train.pop("steps", 5), batch_size=1, warmup_steps=0, log_every=train.pop("log_every", 1),
+                     ckpt_every=2, **train)
     return Trainer(Toy(cfg, None), tc, tmp_path, {"method": {"name": "toy"}, "data": {}, "train": {}})
 
 
@@ -150,6 +154,14 @@ def test_frozen_parameters_stay_bit_identical(tmp_path):
     ref = nn.Sequential(nn.Embedding(4, 3), nn.Linear(3, 1))
     assert torch.equal(net[0].weight, ref[0].weight)  # frozen prefix "0."
     assert not torch.equal(net[1].weight, ref[1].weight)  # trained
+
+
+def test_steps_know_whether_their_logs_are_written(tmp_path):
+    tr = _toy_trainer(tmp_path, ToyConfig(), steps=5, log_every=2)
+    tr.fit()
+    written = [json.loads(line)["step"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert written == [2, 4, 5]  # every 2nd step and the last
+    assert tr.method.logged_at == [1, 3, 4]  # the 0-based steps whose logs those are
 
 
 def test_nan_guard_skips_bad_steps_then_stops_with_a_clear_error(tmp_path):

@@ -276,6 +276,10 @@ class Trainer:
             ok = self.accelerator.reduce(ok, reduction="sum") / self.accelerator.num_processes
         return bool(ok.item() == 1.0)
 
+    def _is_log_step(self, done: int) -> bool:
+        """Whether stats.jsonl gets the logs of the step that brings the count to `done`."""
+        return done % self.cfg.log_every == 0 or done == self.total_steps
+
     def _run_phase(self, phase: Phase, step: int, logs: dict[str, float]) -> None:
         acc = self.accelerator
         trains = phase.trains
@@ -290,7 +294,8 @@ class Trainer:
                     p.requires_grad_(name in trains and pname in train_set)
         lr = self._set_lr(trains, step)
         ctx = StepContext(step=step, phase=phase, batch_size=self.cfg.batch_size, device=acc.device,
-                          wrapped=self.wrapped, raw=self.raw, next_batch=self._next_batch)
+                          wrapped=self.wrapped, raw=self.raw, next_batch=self._next_batch,
+                          logged=self._is_log_step(step + 1))
         for _ in range(phase.repeat):
             loss_sum, out_logs, finite = 0.0, {}, True
             for _ in range(self.cfg.grad_accum):
@@ -373,7 +378,7 @@ class Trainer:
                 bar.set_postfix({"loss": f"{logs[main_loss_key]:.4f}"}, refresh=False)
             bar.update(1)
             last = done == self.total_steps
-            if done % self.cfg.log_every == 0 or last:
+            if self._is_log_step(done):
                 log.write({"step": done, "time": round(timer.elapsed(), 3), **logs})
             if done % self.cfg.ckpt_every == 0 or last:
                 self.save(done)

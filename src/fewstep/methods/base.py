@@ -64,6 +64,7 @@ class StepContext:
     wrapped: dict[str, nn.Module]  # accelerate-prepared modules (DDP when distributed)
     raw: dict[str, nn.Module]  # the plain modules
     next_batch: Callable[[str], dict[str, torch.Tensor]]
+    logged: bool = True  # this step's logs are written: diagnostics that cost compute need to run only then
 
     def net(self, name: str) -> nn.Module:
         """The network to call: wrapped if this phase trains it (so DDP syncs grads), plain otherwise."""

@@ -218,9 +218,10 @@ class DMD2(Method):
             loss_reg = self._regression_error(ctx.net(gen_name), ctx.batch("pairs"))
             loss = loss + self.cfg.regression_weight * loss_reg
             logs["reg"] = float(loss_reg.detach())
-            with torch.no_grad():  # far above `reg`: the generator memorises its pairs rather than the teacher's map
-                heldout = {k: v.to(x.device) for k, v in self._heldout.items()}
-                logs["reg_heldout"] = float(self._regression_error(ctx.net(gen_name), heldout))
+            if ctx.logged:
+                with torch.no_grad():  # far above `reg`: the generator memorises its pairs, not the teacher's map
+                    self._heldout = {k: v.to(x.device) for k, v in self._heldout.items()}  # moved once
+                    logs["reg_heldout"] = float(self._regression_error(ctx.net(gen_name), self._heldout))
         if self.cfg.gan:
             x_gan, sigma = self._gan_input(x)
             logits = ctx.net(critic_name).logits(x_gan, sigma, y)
