@@ -204,6 +204,17 @@ def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     assert [r["nfe"] for r in data["teacher_by_steps"]] == [1, 3, 5, 9, 17, 35]
     assert [s["label"] for s in data["students"]] == ["DMD2 1-step, no GAN, critic ratio 5"]
     assert "| real data (test vs train) |" in (tmp_path / "b2" / "bench_dmd2.md").read_text()
+    trained = data["students"][0]["run"]
+    code, _, err = run_cli(capsys, "bench", "dmd2", "--data", "digits", "--teacher", edm, "--out", tmp_path / "b3",
+                           "--n", 20, "--steps", "2", "--student", trained)
+    assert code == 0, err
+    again = json.loads((tmp_path / "b3" / "bench_dmd2.json").read_text())
+    assert [r["nfe"] for r in again["teacher_by_steps"]] == [3]
+    assert [s["label"] for s in again["students"]] == [f"DMD2 1-step: {trained}"]
+    assert again["students"][0]["metrics"] == data["students"][0]["metrics"]  # the same run, the same seeds
+    code, _, err = run_cli(capsys, "bench", "dmd2", "--data", "digits", "--teacher", edm, "--out", tmp_path / "b4",
+                           "--n", 20, "--steps", "2", "--student", edm)
+    assert code == 2 and "is a 'edm' run on digits, not a DMD2 or MSD student" in err
     code, _, err = run_cli(capsys, "bench", "msd", "--data", "digits", "--teacher", edm, "--out", tmp_path / "bm",
                            "--n", 400, "--only", "K=2", "train.steps=1", "train.batch_size=8", "method.critic_updates=1")
     assert code == 0, err

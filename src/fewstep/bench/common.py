@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fewstep.checkpoint import write_json_atomic
+from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
 
@@ -100,6 +101,16 @@ def command_line(fallback: str) -> str:
     if sys.argv[0].endswith(("fewstep", "fewstep/cli/main.py")):  # the script or `python -m fewstep.cli.main`
         return "fewstep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return fallback
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 1:
+        raise FewstepError(f"--steps '{text}' must be comma-separated step counts >= 1, e.g. 1,2,4,8")
+    return steps
 
 
 def slug(label: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, measure_speed,
-                                  repeated_eval, slug, write_outputs)
+                                  parse_steps, repeated_eval, slug, write_outputs)
 from fewstep.bench.teacher import ensure_teacher
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -66,7 +66,7 @@ def bench_dimo(args) -> dict:
         raise FewstepError(f"'{student_path}' is a {student.method_name} run, not a DiMO student")
     ev = get_evaluator(teacher.info["dataset"], t_data.get("data_dir"))
     n, rep = args.n, args.repeats
-    steps_list = [int(s) for s in str(args.steps).split(",") if s.strip()]
+    steps_list = parse_steps(args.steps)
     t_cfg = float(teacher.info["sampler"]["cfg"])
     say("student (1 step) and teacher at " + ",".join(map(str, steps_list)) + " steps")
     s_res = repeated_eval(student, n, rep, evaluator=ev)

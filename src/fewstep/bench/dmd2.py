@@ -6,13 +6,15 @@ msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), sam
       samples/s and parameters of each. By default each of K students gets batch B/K, so MSD spends the
       same total compute as one DMD2 student and sees as many images per class (the paper's Table 3
       "K = 4, B = 32" vs "K = 1, B = 128" comparison); --per-student-batch keeps B per student (its K scan).
+--student RUN (either bench) scores existing students against the teacher instead of distilling the variants.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import command_line, comparable_floor, machine, machine_line, markdown_table, repeated_eval, slug, write_outputs
+from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, parse_steps,
+                                  repeated_eval, slug, write_outputs)
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
@@ -28,7 +30,6 @@ MSD_VARIANTS = [
     ("MSD K=4", "msd", ["method.students=4"]),
     ("MSD K=4, smaller students + TSM", "msd", ["method.students=4", "method.student_channels=[16,32]"]),
 ]
-HEUN_STEPS = [1, 2, 3, 5, 9, 18]
 
 
 def select_variants(variants: list, only: str | None) -> list:
@@ -61,6 +62,17 @@ def _msd_batch(per_student_batch: bool, data: dict, overrides: list[str]) -> lis
     return [f"train.batch_size={b // k}"]
 
 
+def load_student(path: str, dataset: str, device):
+    """An existing DMD2/MSD run (or checkpoint) of the bench's dataset, to score instead of distilling one."""
+    from fewstep.runs import load_run
+
+    run = load_run(path, device=device)
+    if run.method_name not in ("dmd2", "msd") or run.info["dataset"] != dataset:
+        raise FewstepError(f"--student '{path}' is a '{run.method_name}' run on {run.info['dataset']}, not a DMD2 "
+                           f"or MSD student on {dataset}; pass one distilled on {dataset}")
+    return run
+
+
 def _params(run) -> int:
     nets = [m for n, m in run.nets.items() if n.startswith("generator")]
     return sum(p.numel() for p in nets[0].parameters()) if nets else 0
@@ -80,14 +92,21 @@ def bench_continuous(args, which: str) -> dict:
     ev = None if teacher.info["kind"] == "points" else get_evaluator(ds_name, teacher.config["data"].get("data_dir"))
     n, rep = args.n, args.repeats
     metric = "energy" if ev is None else "fid"
+    students = [(path, load_student(path, ds_name, device)) for path in args.student or []]  # fail before any work
     t_rows = []
-    for s in HEUN_STEPS:
+    for s in parse_steps(args.steps):
         say(f"teacher: Heun {s} steps")
         r = repeated_eval(teacher, n, rep, evaluator=ev, steps=s, solver="heun")
         t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
     variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
-    chosen = select_variants(variants, args.only)
+    chosen = [] if args.student else select_variants(variants, args.only)
     results, user_over = [], list(args.overrides or [])
+    for path, run in students:
+        say(f"student {path}")
+        nfe = len(run.info["gen_sigmas"])
+        results.append({"label": f"{run.method_name.upper()} {nfe}-step: {path}", "method": run.method_name,
+                        "overrides": [], "run": str(run.path), "params": _params(run), "nfe": nfe,
+                        **repeated_eval(run, n, rep, evaluator=ev)})
     for label, method, over in chosen:
         say(label)
         if method == "msd":

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from fewstep.bench.common import command_line, comparable_floor, machine, machine_line, markdown_table, repeated_eval, write_outputs
+from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, parse_steps,
+                                  repeated_eval, write_outputs)
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -48,10 +49,7 @@ def bench_teacher(args) -> dict:
     from fewstep.runs import load_run
     from fewstep.viz import plot_quality_vs_steps
 
-    try:
-        steps_list = [int(s) for s in str(args.steps).split(",") if s.strip()]
-    except ValueError:
-        raise FewstepError(f"--steps must be comma-separated integers, got '{args.steps}'") from None
+    steps_list = parse_steps(args.steps)
     out = Path(args.out or f"runs/bench_teacher_{args.data}")
     teacher = ensure_teacher(args.data, args.data_dir, out, args.teacher, args.tokenizer)
     run = load_run(teacher, device=resolve_device(args.device))

@@ -147,6 +147,9 @@ def build_parser() -> Parser:
     for which in ("dmd2", "msd"):
         bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
         bc.add_argument("--only", help="a whole variant label, or comma-separated substrings of labels (e.g. 'K=2,smaller')")
+        bc.add_argument("--student", action="append", metavar="RUN",
+                        help="score this DMD2/MSD run or checkpoint instead of distilling the variants (repeatable)")
+        bc.add_argument("--steps", default="1,2,3,5,9,18", help="the teacher's Heun step counts")
         if which == "msd":
             bc.add_argument("--per-student-batch", action="store_true",
                             help="give each of K students the full batch (K x the compute of DMD2) instead of batch/K")
