@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fewstep.methods.common.distribution_matching import (
-    DIVERGENCES, divergence_logit_grad, f_divergence, surrogate_loss,
+    DIVERGENCES, _f_divergences, density_ratio_weights, divergence_logit_grad, f_divergence, surrogate_loss,
 )
 
 CASES = [("fkl", 0.0, 0.5), ("rkl", 0.0, 0.5), ("jeffrey", 0.5, 0.5), ("jeffrey", -0.2, 0.5), ("js", 0.0, 0.5),
@@ -65,3 +65,20 @@ def test_surrogate_gradient_is_scaled_g():
     surrogate_loss(x, g, scale=0.25).backward()
     expected = 0.25 * torch.nan_to_num(g, nan=0.0)
     assert torch.allclose(x.grad, expected)
+
+
+@pytest.mark.parametrize("name,beta,alpha", CASES)
+def test_density_ratio_weight_is_r2_f2_of_the_divergence(name, beta, alpha):
+    """f-distill's weighting h(r) = r^2 f''(r), f'' taken by autograd from f itself; scaled to batch mean 1."""
+    log_r = torch.linspace(-2.0, 2.0, 9, dtype=torch.float64)
+    u = log_r.exp().requires_grad_(True)
+    (d1,) = torch.autograd.grad(_f_divergences(beta, alpha)[name].f(u).sum(), u, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), u)
+    h = u.detach() ** 2 * d2
+    assert torch.allclose(density_ratio_weights(log_r, name, beta, alpha, clip=100.0), h / h.mean())
+
+
+def test_density_ratio_weights_clip_the_ratio():
+    w = density_ratio_weights(torch.tensor([-5.0, 0.0, 5.0]), "fkl", clip=10.0)  # h = r: 0.1, 1, 10
+    assert torch.allclose(w, torch.tensor([0.1, 1.0, 10.0]) / 3.7)
+    assert torch.equal(density_ratio_weights(torch.randn(7), "rkl"), torch.ones(7))  # DMD: every sample alike

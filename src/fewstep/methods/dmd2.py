@@ -6,6 +6,8 @@ Generator phase (once per trainer step):
   x = G(input)                          one step: input = sigma_max z; N steps: backward simulation (§4.3)
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
+      optional f-divergence (f-distill, Xu et al. 2025, Thm. 1): g_i *= h(r_i) / mean h, h(r) = r^2 f''(r), with
+      r = p_real / p_fake at x_t read off the GAN head (reverse KL: h = 1, the default, is DMD2)
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
        range of those levels and translation of the clean inputs, both against a small real set
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
@@ -27,7 +29,7 @@ from fewstep.errors import FewstepError
 from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
 from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_gan_loss, generator_gan_loss,
                                                  random_translate)
-from fewstep.methods.common.distribution_matching import surrogate_loss
+from fewstep.methods.common.distribution_matching import check_divergence, density_ratio_weights, surrogate_loss
 from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
@@ -45,6 +47,12 @@ class DMD2Config:
     num_levels: int = 1000  # the Karras grid DM and critic noise levels are drawn from
     dm_min: float = 0.02  # DM levels: [2%, 98%] of the grid (DMD §5, DreamFusion)
     dm_max: float = 0.98
+    # f-distill (Xu et al. 2025): minimise D_f(teacher || student) instead of DMD's reverse KL; each sample's DM
+    # gradient is weighted by h(r) = r^2 f''(r), r = p_teacher / p_student at x_t from the GAN head's logit (needs gan)
+    divergence: str = "rkl"  # rkl = DMD2 | fkl | jeffrey | js | hellinger | pearson | neyman | alpha
+    beta: float = 0.0  # Jeffrey: (1 - beta) FKL + beta RKL
+    alpha: float = 0.5  # alpha-divergence only
+    ratio_clip: float = 10.0  # r is clipped to [1 / ratio_clip, ratio_clip] before weighting
     critic_updates: int = 5  # critic steps per generator step (dfake_gen_update_ratio)
     gan: bool = True
     gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
@@ -72,6 +80,12 @@ class DMD2Config:
             raise ValueError("need 0 <= dm_min < dm_max <= 1")
         if not 0.0 <= self.gan_min < self.gan_max <= 1.0 or not 0.0 <= self.gan_augment < 1.0:
             raise ValueError("need 0 <= gan_min < gan_max <= 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
+        check_divergence(self.divergence, self.alpha)
+        if self.divergence != "rkl" and not self.gan:
+            raise ValueError(f"divergence {self.divergence} weighs the DM gradient by the GAN head's density ratio; "
+                             "set gan=true (or divergence=rkl)")
+        if self.ratio_clip <= 1.0:
+            raise ValueError("ratio_clip must be > 1")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -196,15 +210,24 @@ class DMD2(Method):
         return x + expand(sigma, x) * torch.randn_like(x), sigma
 
     def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|."""
-        sigma = self._level(x.shape[0], self.cfg.dm_min, self.cfg.dm_max, x.device)
+        """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|, times
+        f-distill's per-sample weight h(r) for divergences other than reverse KL."""
+        c = self.cfg
+        sigma = self._level(x.shape[0], c.dm_min, c.dm_max, x.device)
         with torch.no_grad():
             x_t = x + expand(sigma, x) * torch.randn_like(x)
-            d_real = guided_denoise(ctx.net("teacher"), x_t, sigma, y, self.cfg.teacher_cfg, self.t_info["null_class"])
-            d_fake = ctx.net(critic_name)(x_t, sigma, y)
+            d_real = guided_denoise(ctx.net("teacher"), x_t, sigma, y, c.teacher_cfg, self.t_info["null_class"])
+            critic = ctx.net(critic_name)
+            if c.divergence == "rkl":
+                d_fake = critic(x_t, sigma, y)
+            else:  # the discriminator's logit at x_t estimates log p_real / p_fake there (its optimum)
+                d_fake, log_ratio = critic.with_logits(x_t, sigma, y)
             p_real, p_fake = x - d_real, x - d_fake
             w = p_real.abs().mean(dim=tuple(range(1, x.dim())), keepdim=True)
-            return (p_real - p_fake) / w
+            g = (p_real - p_fake) / w
+            if c.divergence == "rkl":
+                return g
+            return g * expand(density_ratio_weights(log_ratio, c.divergence, c.beta, c.alpha, c.ratio_clip), g)
 
     def generator_step(self, ctx: StepContext, gen_name: str, critic_name: str, stream: str = "default") -> StepOut:
         batch = ctx.batch(stream)

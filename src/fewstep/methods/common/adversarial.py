@@ -49,8 +49,12 @@ class CriticWithHead(nn.Module):
         return d, self.logits(gan_x, gan_sigma, gan_labels)
 
     def logits(self, x_noisy, sigma, labels) -> torch.Tensor:
-        _, feats = self.denoiser(x_noisy, sigma, labels, features=True)
-        return self.head(feats)
+        return self.with_logits(x_noisy, sigma, labels)[1]
+
+    def with_logits(self, x_noisy, sigma, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """D_fake(x) and the head's logit on the same input, from one pass."""
+        d, feats = self.denoiser(x_noisy, sigma, labels, features=True)
+        return d, self.head(feats)
 
 
 def random_translate(x: torch.Tensor, p: float, shift: int = 1) -> torch.Tensor:

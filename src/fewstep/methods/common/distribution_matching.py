@@ -33,29 +33,33 @@ class FDivergence:
     name: str
     f: Callable[[torch.Tensor], torch.Tensor]  # of u (float64)
     h_log: Callable[[torch.Tensor], torch.Tensor]  # h(u) written as a function of log u, for stability
+    weight_log: Callable[[torch.Tensor], torch.Tensor]  # u^2 f''(u) as a function of log u (continuous weighting)
 
 
 def _f_divergences(beta: float, alpha: float) -> dict[str, FDivergence]:
     a = alpha
     return {
-        "fkl": FDivergence("fkl", lambda u: u * u.log(), lambda lu: -lu.exp()),
-        "rkl": FDivergence("rkl", lambda u: -u.log(), lambda lu: 1.0 - lu),
+        "fkl": FDivergence("fkl", lambda u: u * u.log(), lambda lu: -lu.exp(), lambda lu: lu.exp()),
+        "rkl": FDivergence("rkl", lambda u: -u.log(), lambda lu: 1.0 - lu, torch.ones_like),
         "jeffrey": FDivergence(
             "jeffrey", lambda u: ((1 - beta) * u - beta) * u.log(),
-            lambda lu: -beta * lu - (1 - beta) * lu.exp() + beta),
+            lambda lu: -beta * lu - (1 - beta) * lu.exp() + beta, lambda lu: (1 - beta) * lu.exp() + beta),
         # Jensen-Shannon: 1/2 KL(p||m) + 1/2 KL(q||m), m = (p + q) / 2
         "js": FDivergence(
             "js", lambda u: 0.5 * (u * (2 * u / (1 + u)).log() + (2 / (1 + u)).log()),
-            lambda lu: 0.5 * (math.log(2.0) - torch.nn.functional.softplus(lu))),
+            lambda lu: 0.5 * (math.log(2.0) - torch.nn.functional.softplus(lu)), lambda lu: 0.5 * torch.sigmoid(lu)),
         # squared Hellinger: sum (sqrt p - sqrt q)^2
-        "hellinger": FDivergence("hellinger", lambda u: (u.sqrt() - 1) ** 2, lambda lu: 1.0 - (0.5 * lu).exp()),
+        "hellinger": FDivergence("hellinger", lambda u: (u.sqrt() - 1) ** 2, lambda lu: 1.0 - (0.5 * lu).exp(),
+                                 lambda lu: 0.5 * (0.5 * lu).exp()),
         # Pearson chi^2: sum (p - q)^2 / q ;  Neyman chi^2: sum (p - q)^2 / p
-        "pearson": FDivergence("pearson", lambda u: (u - 1) ** 2, lambda lu: 1.0 - (2 * lu).exp()),
-        "neyman": FDivergence("neyman", lambda u: (1 - u) ** 2 / u, lambda lu: 2.0 * (-lu).exp() - 2.0),
+        "pearson": FDivergence("pearson", lambda u: (u - 1) ** 2, lambda lu: 1.0 - (2 * lu).exp(),
+                               lambda lu: 2.0 * (2 * lu).exp()),
+        "neyman": FDivergence("neyman", lambda u: (1 - u) ** 2 / u, lambda lu: 2.0 * (-lu).exp() - 2.0,
+                              lambda lu: 2.0 * (-lu).exp()),
         # alpha-divergence (Amari): f(u) = (u^a - a u - (1 - a)) / (a (a - 1)), a not in {0, 1}
         "alpha": FDivergence(
             "alpha", lambda u: (u ** a - a * u - (1 - a)) / (a * (a - 1)),
-            lambda lu: -((a * lu).exp() - 1.0) / a),
+            lambda lu: -((a * lu).exp() - 1.0) / a, lambda lu: (a * lu).exp()),
     }
 
 
@@ -77,6 +81,21 @@ def f_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, name: str, beta
     q = torch.softmax(q_logits.double(), -1)
     u = p / q
     return (q * _f_divergences(beta, alpha)[name].f(u)).sum(-1)
+
+
+# ------------------------------------------------------------------ continuous: f-distill's density-ratio weighting
+# f-distill (Xu et al. 2025, Thm. 1): with the same convention D_f(p || q_theta) = E_q[f(p / q)], p = teacher, the
+# generator gradient is DMD's score difference weighted per sample by h(r) = r^2 f''(r) at r = p(x_t) / q(x_t).
+# RKL gives h = 1: DMD / DMD2. Less mode-seeking divergences weight up samples the teacher finds likelier.
+
+
+def density_ratio_weights(log_ratio: torch.Tensor, name: str, beta: float = 0.0, alpha: float = 0.5,
+                          clip: float = 10.0) -> torch.Tensor:
+    """h(r) per sample, r = exp(log_ratio) clipped to [1/clip, clip], scaled to mean 1 over the batch so that the
+    DM gradient keeps DMD's scale (the per-sample normalisation by mean |x - D_real| is applied before)."""
+    bound = math.log(clip)
+    h = _f_divergences(beta, alpha)[name].weight_log(log_ratio.double().clamp(-bound, bound))
+    return (h / h.mean()).to(log_ratio.dtype)
 
 
 def divergence_logit_grad(teacher_logits: torch.Tensor, aux_logits: torch.Tensor, name: str = "fkl",
