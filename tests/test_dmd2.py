@@ -84,17 +84,20 @@ def test_f_divergences_weight_each_dm_gradient_by_the_heads_density_ratio_at_x_t
     ring = GaussianRing()
     critic = RatioCritic(ring, shift=(0.5, -0.3))
     x, y = ring.sample(torch.arange(64) % 8), torch.arange(64) % 8
-    grads = {}
+    grads, logs = {}, {}
     for div in ("rkl", "js", "fkl"):
         torch.manual_seed(1)
+        logs[div] = {}
         grads[div] = _bare_dmd2(divergence=div).dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": critic}),
-                                                        "critic", x, y)
+                                                        "critic", x, y, logs[div])
     torch.manual_seed(1)  # the same level and noise, so the same x_t the head was asked about
     sigma = _bare_dmd2()._level(64, 0.02, 0.98, "cpu")
     x_t = x + sigma[:, None] * torch.randn_like(x)
     log_r = (3.0 * (x_t[:, 0] - x_t[:, 1])).clamp(-math.log(10.0), math.log(10.0))
     for div, h in (("js", torch.sigmoid(log_r)), ("fkl", log_r.exp())):
         assert torch.allclose(grads[div], grads["rkl"] * (h / h.mean())[:, None], atol=1e-6)
+        assert logs[div]["h_max"] == pytest.approx(float(h.max() / h.mean()))
+    assert logs["rkl"] == {}
     assert not torch.allclose(grads["js"], grads["rkl"], atol=1e-3)  # the weights are not uniform here
     with pytest.raises(ValueError, match="set gan=true"):
         DMD2Config(divergence="js", gan=False)

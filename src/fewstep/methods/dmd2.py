@@ -209,9 +209,10 @@ class DMD2(Method):
         x = random_translate(x, self.cfg.gan_augment)
         return x + expand(sigma, x) * torch.randn_like(x), sigma
 
-    def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor,
+                logs: dict | None = None) -> torch.Tensor:
         """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|, times
-        f-distill's per-sample weight h(r) for divergences other than reverse KL."""
+        f-distill's per-sample weight h(r) for divergences other than reverse KL (its largest goes to `logs`)."""
         c = self.cfg
         sigma = self._level(x.shape[0], c.dm_min, c.dm_max, x.device)
         with torch.no_grad():
@@ -227,16 +228,20 @@ class DMD2(Method):
             g = (p_real - p_fake) / w
             if c.divergence == "rkl":
                 return g
-            return g * expand(density_ratio_weights(log_ratio, c.divergence, c.beta, c.alpha, c.ratio_clip), g)
+            h = density_ratio_weights(log_ratio, c.divergence, c.beta, c.alpha, c.ratio_clip)
+            if logs is not None:  # one sample carrying most of the batch's DM gradient shows here
+                logs["h_max"] = float(h.max())
+            return g * expand(h, g)
 
     def generator_step(self, ctx: StepContext, gen_name: str, critic_name: str, stream: str = "default") -> StepOut:
         batch = ctx.batch(stream)
         y = batch["labels"]
         x_in, s_in = self.generator_input(ctx.net(gen_name), y, batch["x"])
         x = ctx.net(gen_name)(x_in, s_in, y)
-        g = self.dm_grad(ctx, critic_name, x.detach(), y)
-        loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
-        loss, logs = loss_dm, {"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())}
+        logs = {}
+        g = self.dm_grad(ctx, critic_name, x.detach(), y, logs)
+        loss = loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
+        logs.update({"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())})
         if self.cfg.regression_weight:
             loss_reg = self._regression_error(ctx.net(gen_name), ctx.batch("pairs"))
             loss = loss + self.cfg.regression_weight * loss_reg
