@@ -75,10 +75,16 @@ def test_density_ratio_weight_is_r2_f2_of_the_divergence(name, beta, alpha):
     (d1,) = torch.autograd.grad(_f_divergences(beta, alpha)[name].f(u).sum(), u, create_graph=True)
     (d2,) = torch.autograd.grad(d1.sum(), u)
     h = u.detach() ** 2 * d2
-    assert torch.allclose(density_ratio_weights(log_r, name, beta, alpha, clip=100.0), h / h.mean())
+    assert torch.allclose(density_ratio_weights(log_r, name, beta, alpha, ratio_range=(0.01, 100.0)), h / h.mean())
 
 
-def test_density_ratio_weights_clip_the_ratio():
-    w = density_ratio_weights(torch.tensor([-5.0, 0.0, 5.0]), "fkl", clip=10.0)  # h = r: 0.1, 1, 10
-    assert torch.allclose(w, torch.tensor([0.1, 1.0, 10.0]) / 3.7)
+def test_density_ratio_weights_clip_the_ratio_and_normalise_it_per_group():
+    w = density_ratio_weights(torch.tensor([-5.0, 0.0, 5.0]), "fkl", ratio_range=(0.1, 20.0))  # h = r: 0.1, 1, 20
+    assert torch.allclose(w, torch.tensor([0.1, 1.0, 20.0]) / (21.1 / 3))
+    # r = 1, 3 in group 0 and 2, 6 in group 1: each divided by its group's mean -> 0.5, 1.5, 0.5, 1.5
+    w = density_ratio_weights(torch.tensor([1.0, 3.0, 2.0, 6.0]).log(), "fkl", groups=torch.tensor([0, 0, 1, 1]))
+    assert torch.allclose(w, torch.tensor([0.5, 1.5, 0.5, 1.5]))
+    js = density_ratio_weights(torch.tensor([1.0, 3.0, 2.0, 6.0]).log(), "js", groups=torch.tensor([0, 0, 1, 1]))
+    h = torch.tensor([0.5, 1.5, 0.5, 1.5]) / torch.tensor([1.5, 2.5, 1.5, 2.5])  # r / (1 + r) of the normalised r
+    assert torch.allclose(js, h / h.mean())
     assert torch.equal(density_ratio_weights(torch.randn(7), "rkl"), torch.ones(7))  # DMD: every sample alike

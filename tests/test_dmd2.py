@@ -88,12 +88,12 @@ def test_f_divergences_weight_each_dm_gradient_by_the_heads_density_ratio_at_x_t
     for div in ("rkl", "js", "fkl"):
         torch.manual_seed(1)
         logs[div] = {}
-        grads[div] = _bare_dmd2(divergence=div).dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": critic}),
+        grads[div] = _bare_dmd2(divergence=div, ratio_bins=0).dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": critic}),
                                                         "critic", x, y, logs[div])
     torch.manual_seed(1)  # the same level and noise, so the same x_t the head was asked about
     sigma = _bare_dmd2()._level(64, 0.02, 0.98, "cpu")
     x_t = x + sigma[:, None] * torch.randn_like(x)
-    log_r = (3.0 * (x_t[:, 0] - x_t[:, 1])).clamp(-math.log(10.0), math.log(10.0))
+    log_r = (3.0 * (x_t[:, 0] - x_t[:, 1])).clamp(math.log(0.1), math.log(20.0))
     for div, h in (("js", torch.sigmoid(log_r)), ("fkl", log_r.exp())):
         assert torch.allclose(grads[div], grads["rkl"] * (h / h.mean())[:, None], atol=1e-6)
         assert logs[div]["h_max"] == pytest.approx(float(h.max() / h.mean()))
@@ -101,6 +101,13 @@ def test_f_divergences_weight_each_dm_gradient_by_the_heads_density_ratio_at_x_t
     assert not torch.allclose(grads["js"], grads["rkl"], atol=1e-3)  # the weights are not uniform here
     with pytest.raises(ValueError, match="set gan=true"):
         DMD2Config(divergence="js", gan=False)
+
+
+def test_density_ratio_bins_split_the_dm_levels_evenly():
+    m = _bare_dmd2(divergence="js", ratio_bins=10)  # DM indices [20, 980): 96 per bin
+    idx = torch.tensor([20, 115, 116, 500, 979])
+    assert m._dm_bin(m.levels[idx]).tolist() == [0, 0, 1, 5, 9]
+    assert _bare_dmd2(ratio_bins=0)._dm_bin(m.levels[idx]) is None
 
 
 def test_backward_simulation_feeds_the_generators_own_rollout():

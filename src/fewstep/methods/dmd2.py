@@ -7,7 +7,8 @@ Generator phase (once per trainer step):
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
       optional f-divergence (f-distill, Xu et al. 2025, Thm. 1): g_i *= h(r_i) / mean h, h(r) = r^2 f''(r), with
-      r = p_real / p_fake at x_t read off the GAN head (reverse KL: h = 1, the default, is DMD2)
+      r = p_real / p_fake at x_t read off the GAN head, clipped and normalised per noise-level bin (reverse KL:
+      h = 1, the default, is DMD2)
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
        range of those levels and translation of the clean inputs, both against a small real set
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
@@ -52,7 +53,8 @@ class DMD2Config:
     divergence: str = "rkl"  # rkl = DMD2 | fkl | jeffrey | js | hellinger | pearson | neyman | alpha
     beta: float = 0.0  # Jeffrey: (1 - beta) FKL + beta RKL
     alpha: float = 0.5  # alpha-divergence only
-    ratio_clip: float = 10.0  # r is clipped to [1 / ratio_clip, ratio_clip] before weighting
+    ratio_range: tuple[float, float] = (0.1, 20.0)  # r is clipped to it (FastGen's defaults)
+    ratio_bins: int = 10  # r divided by its batch mean within each of this many bins of DM levels (0 = off)
     critic_updates: int = 5  # critic steps per generator step (dfake_gen_update_ratio)
     gan: bool = True
     gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
@@ -84,8 +86,8 @@ class DMD2Config:
         if self.divergence != "rkl" and not self.gan:
             raise ValueError(f"divergence {self.divergence} weighs the DM gradient by the GAN head's density ratio; "
                              "set gan=true (or divergence=rkl)")
-        if self.ratio_clip <= 1.0:
-            raise ValueError("ratio_clip must be > 1")
+        if not 0.0 < self.ratio_range[0] < 1.0 < self.ratio_range[1] or self.ratio_bins < 0:
+            raise ValueError("need 0 < ratio_range[0] < 1 < ratio_range[1] and ratio_bins >= 0")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -186,6 +188,15 @@ class DMD2(Method):
         i = torch.randint(int(lo * T), max(int(lo * T) + 1, int(hi * T)), (b,), device=device)
         return self.levels.to(device)[i]
 
+    def _dm_bin(self, sigma: torch.Tensor) -> torch.Tensor | None:
+        """Which of `ratio_bins` equal-width bins of the DM's grid indices each sigma falls in (None: no binning)."""
+        n = self.cfg.ratio_bins
+        if not n:
+            return None
+        lo, hi = int(self.cfg.dm_min * self.cfg.num_levels), int(self.cfg.dm_max * self.cfg.num_levels)
+        edges = self.levels.to(sigma.device)[[lo + k * (hi - lo) // n for k in range(1, n)]]
+        return torch.bucketize(sigma, edges, right=True)
+
     def generator_input(self, gen, labels: torch.Tensor, real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_k, sigma_k) the generator is trained on this step (§4.3 backward simulation for N > 1 steps)."""
         b, device = labels.shape[0], labels.device
@@ -228,7 +239,7 @@ class DMD2(Method):
             g = (p_real - p_fake) / w
             if c.divergence == "rkl":
                 return g
-            h = density_ratio_weights(log_ratio, c.divergence, c.beta, c.alpha, c.ratio_clip)
+            h = density_ratio_weights(log_ratio, c.divergence, c.beta, c.alpha, c.ratio_range, self._dm_bin(sigma))
             if logs is not None:  # one sample carrying most of the batch's DM gradient shows here
                 logs["h_max"] = float(h.max())
             return g * expand(h, g)

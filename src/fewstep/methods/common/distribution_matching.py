@@ -90,11 +90,18 @@ def f_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, name: str, beta
 
 
 def density_ratio_weights(log_ratio: torch.Tensor, name: str, beta: float = 0.0, alpha: float = 0.5,
-                          clip: float = 10.0) -> torch.Tensor:
-    """h(r) per sample, r = exp(log_ratio) clipped to [1/clip, clip], scaled to mean 1 over the batch so that the
-    DM gradient keeps DMD's scale (the per-sample normalisation by mean |x - D_real| is applied before)."""
-    bound = math.log(clip)
-    h = _f_divergences(beta, alpha)[name].weight_log(log_ratio.double().clamp(-bound, bound))
+                          ratio_range: tuple[float, float] = (0.1, 20.0),
+                          groups: torch.Tensor | None = None) -> torch.Tensor:
+    """h(r) per sample with f-distill's two normalisations (as in NVIDIA FastGen's implementation): r = exp(log_ratio)
+    clipped to `ratio_range`, then divided by its mean over the samples of its group (noise-level bin) when `groups`
+    is given; h scaled to mean 1 over the batch, so the DM gradient keeps DMD's scale."""
+    lo, hi = ratio_range
+    r = log_ratio.double().clamp(math.log(lo), math.log(hi)).exp()
+    if groups is not None:
+        sums = torch.zeros(int(groups.max()) + 1, dtype=r.dtype, device=r.device).index_add_(0, groups, r)
+        counts = torch.bincount(groups, minlength=len(sums)).to(r.dtype)
+        r = r / (sums / counts.clamp(min=1))[groups]
+    h = _f_divergences(beta, alpha)[name].weight_log(r.log())
     return (h / h.mean()).to(log_ratio.dtype)
 
 
