@@ -338,6 +338,17 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
     streams = msd.training_data()
     assert set(streams["pairs"]["labels"].tolist()) == set(range(10))  # not split by partition
     assert set(streams["part0"]["labels"].tolist()) == set(range(5))
+    # method.regression_steps: the pairs come from the teacher's sampler at that many steps instead of its own
+    from fewstep.runs import load_run
+
+    two = build_experiment("dmd2", {"name": "digits"}, None,
+                           [f"method.teacher={teacher}", *reg, "method.regression_steps=2"]).method
+    two.build()
+    x2 = two.training_data()["pairs"]["x"]
+    t = load_run(teacher)
+    direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=2,
+                        solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"])
+    assert torch.allclose(x2[:5], direct, atol=1e-6) and not torch.allclose(x2, pairs["x"], atol=1e-3)
     with pytest.raises(ValueError, match="one-step generators"):
         DMD2Config(regression_weight=1.0, gen_steps=4)
 

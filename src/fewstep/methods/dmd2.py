@@ -71,6 +71,7 @@ class DMD2Config:
     # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
     regression_weight: float = 0.0
     regression_pairs: int = 5000
+    regression_steps: int | None = None  # the pairs' sampler steps; None: the teacher run's own (its solver either way)
     # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
     # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
     init_from: str | None = None
@@ -88,6 +89,8 @@ class DMD2Config:
                              "set gan=true (or divergence=rkl)")
         if not 0.0 < self.ratio_range[0] < 1.0 < self.ratio_range[1] or self.ratio_bins < 0:
             raise ValueError("need 0 < ratio_range[0] < 1 < ratio_range[1] and ratio_bins >= 0")
+        if self.regression_steps is not None and self.regression_steps < 1:
+            raise ValueError("regression_steps must be >= 1 (or null: the teacher's own steps)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -162,7 +165,7 @@ class DMD2(Method):
 
         run = self._teacher()
         teacher, sampler = run.nets["model"], run.info.get("sampler", {})
-        steps, solver = sampler.get("steps", 18), sampler.get("solver", "heun")
+        steps, solver = self.cfg.regression_steps or sampler.get("steps", 18), sampler.get("solver", "heun")
         device = next(teacher.parameters()).device  # wherever the trainer put it
         labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(first_seed, first_seed + n))
         say(f"regression pairs: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
