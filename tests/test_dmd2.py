@@ -353,6 +353,58 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
         DMD2Config(regression_weight=1.0, gen_steps=4)
 
 
+def test_gan_real_teacher_shows_the_discriminator_the_teachers_samples_per_student(tmp_path):
+    from fewstep.experiment import build_experiment
+    from fewstep.runs import load_run
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    opts = [f"method.teacher={teacher}", "method.gan_real=teacher", "method.gan_real_samples=30",
+            "method.gan_real_steps=2", "method.critic_updates=1"]
+    method = build_experiment("dmd2", {"name": "digits"}, None, opts).method
+    nets = method.build()
+    streams = method.training_data()
+    fake_real = streams["teacher_default"]
+    assert sorted(streams) == ["default", "teacher_default"]
+    assert torch.equal(torch.bincount(fake_real["labels"]), torch.full((10,), 3))
+    t = load_run(teacher)
+    direct = edm_sample(t.nets["model"], fake_real["labels"][:4], [3 * 10**9 + j for j in range(4)], (1, 8, 8),
+                        steps=2, solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"])
+    assert torch.allclose(fake_real["x"][:4], direct, atol=1e-6)
+
+    class Recorder(nn.Module):  # the critic, keeping what its GAN head is shown
+        def __init__(self, critic):
+            super().__init__()
+            self.critic, self.seen = critic, {}
+
+        def forward(self, *a, **kw):
+            self.seen = kw
+            return self.critic(*a, **kw)
+
+    modules = {k: v.module for k, v in nets.items()}
+    modules["critic"] = Recorder(modules["critic"])
+    method.cfg.gan_augment = 0.0
+    method._gan_input = lambda x: (x, torch.full((len(x),), 1.0))  # clean, so the inputs can be compared
+    data = streams["default"]
+    batches = {"default": {"x": data["x"][:4], "labels": data["labels"][:4]},
+               "teacher_default": {"x": fake_real["x"][5:9], "labels": fake_real["labels"][5:9]}}
+    ctx = StepContext(0, Phase("probe", None, trains=()), 4, torch.device("cpu"), modules, modules, batches.get)
+    method.critic_step(ctx, "critic", "generator")
+    seen = modules["critic"].seen
+    assert torch.equal(seen["gan_x"][4:], fake_real["x"][5:9])
+    assert torch.equal(seen["gan_labels"], torch.cat([data["labels"][:4], fake_real["labels"][5:9]]))
+    msd = build_experiment("msd", {"name": "digits"}, None, [*opts, "method.students=2"]).method
+    msd.build()
+    parts = msd.training_data()
+    assert set(parts["teacher_part1"]["labels"].tolist()) == set(range(5, 10)) == set(parts["part1"]["labels"].tolist())
+    assert len(parts["teacher_part0"]["x"]) == 15
+    with pytest.raises(ValueError, match="gan_real must be"):
+        DMD2Config(gan_real="real")
+    with pytest.raises(ValueError, match="set gan=true"):
+        DMD2Config(gan_real="teacher", gan=False)
+
+
 def test_random_translate_shifts_whole_images_by_at_most_one_pixel_and_passes_gradients():
     from fewstep.methods.common.adversarial import random_translate
 

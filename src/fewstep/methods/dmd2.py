@@ -10,7 +10,8 @@ Generator phase (once per trainer step):
       r = p_real / p_fake at x_t read off the GAN head, clipped and normalised per noise-level bin (reverse KL:
       h = 1, the default, is DMD2)
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
-       range of those levels and translation of the clean inputs, both against a small real set
+       range of those levels and translation of the clean inputs, both against a small real set; the "real" side
+       is the dataset (DMD2) or the teacher's own samples (as LADD, Sauer et al. 2024 §3.2, trains on synthetic data)
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
@@ -64,6 +65,12 @@ class DMD2Config:
     gan_min: float = 0.0
     gan_max: float = 1.0
     gan_augment: float = 0.0
+    # what the discriminator calls real: "data" (DMD2) or "teacher": gan_real_samples samples of the teacher's sampler
+    # at gan_real_steps (None: its own), class-balanced: unlimited real images, and the teacher's distribution as
+    # its chosen sampler draws it rather than as its score defines it
+    gan_real: str = "data"
+    gan_real_samples: int = 20000
+    gan_real_steps: int | None = None
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
@@ -89,8 +96,13 @@ class DMD2Config:
                              "set gan=true (or divergence=rkl)")
         if not 0.0 < self.ratio_range[0] < 1.0 < self.ratio_range[1] or self.ratio_bins < 0:
             raise ValueError("need 0 < ratio_range[0] < 1 < ratio_range[1] and ratio_bins >= 0")
-        if self.regression_steps is not None and self.regression_steps < 1:
-            raise ValueError("regression_steps must be >= 1 (or null: the teacher's own steps)")
+        for name in ("regression_steps", "gan_real_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or null: the teacher's own steps)")
+        if self.gan_real not in ("data", "teacher") or self.gan_real_samples < 1:
+            raise ValueError(f"gan_real must be 'data' or 'teacher' (got {self.gan_real!r}) and gan_real_samples >= 1")
+        if self.gan_real == "teacher" and not self.gan:
+            raise ValueError("gan_real=teacher feeds the GAN term; set gan=true (or gan_real=data)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -148,27 +160,44 @@ class DMD2(Method):
             load_start_weights(self.cfg.init_from, self.name, {n: v.module for n, v in nets.items() if v.trainable})
         return nets
 
-    def training_data(self) -> dict[str, torch.Tensor] | dict[str, dict[str, torch.Tensor]]:
+    def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
         data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
-        return {"default": data, "pairs": self.regression_pairs()} if self.cfg.regression_weight else data
+        streams = {"default": data, **self.teacher_streams({"default": None})}
+        if self.cfg.regression_weight:
+            streams["pairs"] = self.regression_pairs()
+        return streams
+
+    def teacher_streams(self, parts: dict[str, list[int] | None]) -> dict[str, dict[str, torch.Tensor]]:
+        """With gan_real=teacher, the discriminator's real images of each data stream: the teacher's samples of
+        that stream's classes (None: all), named teacher_<stream> (after every other stream name, so the streams
+        drawn before keep their shuffling seeds)."""
+        if self.cfg.gan_real != "teacher":
+            return {}
+        s = self._teacher_pairs(3 * 10**9, self.cfg.gan_real_samples, self.cfg.gan_real_steps, "GAN real images")
+        s = {"x": s["x"], "labels": s["labels"]}
+        return {f"teacher_{name}": s if classes is None else
+                {k: v[torch.isin(s["labels"], torch.tensor(classes))] for k, v in s.items()}
+                for name, classes in parts.items()}
 
     def regression_pairs(self) -> dict[str, torch.Tensor]:
         """DMD's paired set: noise z -> the teacher's ODE sample y from sigma_max z, class-balanced over all classes
         (MSD shares it across students: filtering it by partition drops modes, MSD Fig. 8). Seeds from 10^9 on
         keep it apart from evaluation noise; the same pairs come back on resume. Also draws the held-out pairs
         (seeds from 2 x 10^9) the logged `reg_heldout` is measured on."""
-        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS)
-        return self._teacher_pairs(10**9, self.cfg.regression_pairs)
+        steps = self.cfg.regression_steps
+        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS, steps, "held-out regression pairs")
+        return self._teacher_pairs(10**9, self.cfg.regression_pairs, steps, "regression pairs")
 
-    def _teacher_pairs(self, first_seed: int, n: int) -> dict[str, torch.Tensor]:
+    def _teacher_pairs(self, first_seed: int, n: int, steps: int | None, what: str) -> dict[str, torch.Tensor]:
+        """n class-balanced teacher ODE samples from seeds first_seed... at `steps` (None: the teacher run's own)."""
         from fewstep.metrics.evaluate import balanced_labels
 
         run = self._teacher()
         teacher, sampler = run.nets["model"], run.info.get("sampler", {})
-        steps, solver = self.cfg.regression_steps or sampler.get("steps", 18), sampler.get("solver", "heun")
+        steps, solver = steps or sampler.get("steps", 18), sampler.get("solver", "heun")
         device = next(teacher.parameters()).device  # wherever the trainer put it
         labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(first_seed, first_seed + n))
-        say(f"regression pairs: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
+        say(f"{what}: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
         out = [edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape, steps=steps,
                           solver=solver, cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]).cpu()
                for i in range(0, n, 500)]
@@ -275,6 +304,7 @@ class DMD2(Method):
     def critic_step(self, ctx: StepContext, critic_name: str, gen_name: str, stream: str = "default") -> StepOut:
         batch = ctx.batch(stream)
         y, real = batch["labels"], batch["x"]
+        gan = ctx.batch(f"teacher_{stream}") if self.cfg.gan_real == "teacher" else batch
         with torch.no_grad():
             x_in, s_in = self.generator_input(ctx.net(gen_name), y, real)
             fake = ctx.net(gen_name)(x_in, s_in, y)
@@ -284,8 +314,9 @@ class DMD2(Method):
         if not self.cfg.gan:
             d = ctx.net(critic_name)(x_noisy, sigma, y)
         else:  # fake and real, each noised to its own level (diffusion GAN), through the same forward call
-            gan_x, s_gan = self._gan_input(torch.cat([fake, real]))
-            d, logits = ctx.net(critic_name)(x_noisy, sigma, y, gan_x=gan_x, gan_sigma=s_gan, gan_labels=torch.cat([y, y]))
+            gan_x, s_gan = self._gan_input(torch.cat([fake, gan["x"]]))
+            d, logits = ctx.net(critic_name)(x_noisy, sigma, y, gan_x=gan_x, gan_sigma=s_gan,
+                                             gan_labels=torch.cat([y, gan["labels"]]))
             lf, lr = logits[:b], logits[b:]
         loss_fake = (expand(loss_weight(sigma, self.sigma_data), fake) * (d - fake) ** 2).mean()
         loss, logs = loss_fake, {"denoise": float(loss_fake.detach())}

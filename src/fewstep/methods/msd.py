@@ -96,7 +96,7 @@ class MSD(DMD2):
             streams[f"part{k}"] = {key: v[keep] for key, v in data.items()}
         if self.cfg.regression_weight:
             streams["pairs"] = self.regression_pairs()  # shared, not split by partition
-        return streams
+        return {**streams, **self.teacher_streams({f"part{k}": c for k, c in enumerate(self.partition)})}
 
     def stage_steps(self) -> int:
         """TSM steps: smaller students only, and not again for students started from an earlier run."""
