@@ -11,7 +11,7 @@ Generator phase (once per trainer step):
       h = 1, the default, is DMD2)
   GAN: L_G = softplus(-head(critic(x + sigma eps))) over all levels (non-saturating, diffusion GAN); optional
        range of those levels and translation of the clean inputs, both against a small real set; the "real" side
-       is the dataset (DMD2) or the teacher's own samples (as LADD, Sauer et al. 2024 §3.2, trains on synthetic data)
+       is the dataset (DMD2) or the teacher's own samples (LADD, Sauer et al. 2024, trains on teacher-generated data)
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
