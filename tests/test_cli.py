@@ -117,6 +117,8 @@ def test_bad_input_gives_one_line_error(capsys, argv, msg):
 def test_sample_errors(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--classes", "3,12")
     assert code == 2 and "out of range" in err
+    code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--out", tmp_path / "grid.txt")
+    assert code == 2 and "must be an image file ending in .png" in err and not (tmp_path / "grid.txt").exists()
     code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--r-init", 0.5)
     assert code == 2 and "do not apply to 'maskgit'" in err
     for flag, value, msg in [("--steps", 0, "steps must be >= 1"), ("--temperature", 0, "temperature must be > 0"),

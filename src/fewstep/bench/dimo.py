@@ -63,7 +63,7 @@ def bench_dimo(args) -> dict:
     student_path = Path(args.student) if args.student else _distill(teacher_path, t_data, out / "student", extra)
     student = load_run(student_path, device=device)
     if student.method_name != "dimo":
-        raise FewstepError(f"'{student_path}' is a {student.method_name} run, not a DiMO student")
+        raise FewstepError(f"'{student_path}' is a '{student.method_name}' run, not a DiMO student")
     ev = get_evaluator(teacher.info["dataset"], t_data.get("data_dir"))
     n, rep = args.n, args.repeats
     steps_list = parse_steps(args.steps)

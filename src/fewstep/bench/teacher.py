@@ -54,7 +54,7 @@ def bench_teacher(args) -> dict:
     teacher = ensure_teacher(args.data, args.data_dir, out, args.teacher, args.tokenizer)
     run = load_run(teacher, device=resolve_device(args.device))
     if run.method_name != "maskgit":
-        raise FewstepError(f"'{teacher}' is a {run.method_name} run, not a masked teacher")
+        raise FewstepError(f"'{teacher}' is a '{run.method_name}' run, not a masked teacher")
     ds = load_dataset(run.info["dataset"], run.config["data"].get("data_dir"))
     ev = get_evaluator(ds.name, run.config["data"].get("data_dir")) if ds.exact is None else None
     cfg_on = float(args.cfg if args.cfg is not None else run.info["sampler"]["cfg"])

@@ -140,6 +140,9 @@ def run_root(run) -> Path:
     return p.parent.parent if p.parent.name == "checkpoints" else p
 
 
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
 def cmd_sample(args) -> int:
     from safetensors.torch import save_file
 
@@ -150,9 +153,11 @@ def cmd_sample(args) -> int:
 
     if args.n < 1:
         raise FewstepError("--n must be at least 1")
+    if args.out and Path(args.out).suffix.lower() not in GRID_SUFFIXES:
+        raise FewstepError(f"--out '{args.out}' must be an image file ending in {', '.join(GRID_SUFFIXES)}")
     run = load_run(args.run, device=resolve_device(args.device))
     if not getattr(run.method_cls, "generative", True):
-        raise FewstepError(f"'{args.run}' is a {run.method_name} run, which does not generate samples")
+        raise FewstepError(f"'{args.run}' is a '{run.method_name}' run, which does not generate samples")
     labels = _labels_for(args, run.info["num_classes"], args.n)
     try:
         seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n))

@@ -94,7 +94,7 @@ class DiMO(Method):
                 raise FewstepError("DiMO needs a teacher: pass --teacher <run folder> (or method.teacher=...)")
             run = load_run(self.cfg.teacher)
             if run.info.get("kind") != "masked" or "model" not in run.nets:
-                raise FewstepError(f"'{self.cfg.teacher}' is a {run.method_name} run, not a masked-diffusion teacher")
+                raise FewstepError(f"'{self.cfg.teacher}' is a '{run.method_name}' run, not a masked-diffusion teacher")
             self._teacher_run = run
         return self._teacher_run
 

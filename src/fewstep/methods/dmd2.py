@@ -121,7 +121,7 @@ class DMD2(Method):
                 raise FewstepError(f"{self.name} needs a teacher: pass --teacher <EDM run folder>")
             run = load_run(self.cfg.teacher)
             if run.info.get("kind") not in ("continuous", "points") or "model" not in run.nets:
-                raise FewstepError(f"'{self.cfg.teacher}' is a {run.method_name} run, not a continuous (EDM) teacher; "
+                raise FewstepError(f"'{self.cfg.teacher}' is a '{run.method_name}' run, not a continuous (EDM) teacher; "
                                    "train one with: fewstep train teacher --kind edm --data <dataset>")
             self._teacher_run = run
         return self._teacher_run
