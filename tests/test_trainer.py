@@ -87,6 +87,20 @@ def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path):
         train_tiny_teacher(run, steps=4, extra=["method.sample_gumbel_temp=2.0"])
 
 
+@pytest.mark.parametrize("damaged", ["model_optim.safetensors", "model_ema.safetensors"])
+def test_a_damaged_checkpoint_file_is_a_one_line_error(tmp_path, damaged):
+    from fewstep.runs import load_run
+
+    run = train_tiny_teacher(tmp_path / "r", steps=2)
+    f = ckpt_io.latest_checkpoint(run) / damaged
+    f.write_bytes(f.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(FewstepError, match=f"{damaged}' is damaged .*; pick another step"):
+        train_tiny_teacher(run, steps=3)  # resume reads every file
+    if damaged == "model_ema.safetensors":
+        with pytest.raises(FewstepError, match="is damaged"):
+            load_run(run)  # sampling reads the EMA weights
+
+
 def test_checkpoint_retention_and_latest_pointer(tmp_path):
     run = train_tiny_teacher(tmp_path / "r", steps=6, extra=["train.ckpt_every=1", "train.keep_checkpoints=2"])
     steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fewstep.errors import FewstepError
@@ -53,11 +54,19 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
     save_file(_contiguous(module.state_dict()), str(path))
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> None:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file; a missing or damaged one is a one-line error, not a Rust traceback."""
     path = Path(path)
     if not path.is_file():
-        raise FewstepError(f"weights file '{path}' is missing; the checkpoint is incomplete")
-    sd = load_file(str(path))
+        raise FewstepError(f"'{path}' is missing; the checkpoint is incomplete, pick another step")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise FewstepError(f"'{path}' is damaged ({str(e).strip().splitlines()[0]}); pick another step") from None
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    sd = read_tensors(path)
     try:
         module.load_state_dict(sd)
     except RuntimeError as e:

@@ -219,11 +219,9 @@ class Trainer:
                 "schedule is recomputed for the new length")
         for name in self.optims:
             ckpt_io.load_weights(self.raw[name], path / f"{name}.safetensors")
-            from safetensors.torch import load_file
-
             opt = self.optims[name]
             inner = opt.optimizer if hasattr(opt, "optimizer") else opt
-            ckpt_io.optimizer_from_files(inner, load_file(str(path / f"{name}_optim.safetensors")),
+            ckpt_io.optimizer_from_files(inner, ckpt_io.read_tensors(path / f"{name}_optim.safetensors"),
                                          meta["optimizers"][name])
         for name, ema in self.emas.items():
             ckpt_io.load_weights(ema.module, path / f"{name}_ema.safetensors")
@@ -235,9 +233,7 @@ class Trainer:
         rank = self.accelerator.process_index
         rng_file = path / f"rng_rank{rank}.safetensors"
         if rng_file.is_file() and rank < len(meta["rng"]):
-            from safetensors.torch import load_file
-
-            ckpt_io.set_rng_state(load_file(str(rng_file)), meta["rng"][rank])
+            ckpt_io.set_rng_state(ckpt_io.read_tensors(rng_file), meta["rng"][rank])
         say(f"resuming {self.run_dir} from step {meta['step']}")
         return int(meta["step"])
 
