@@ -30,6 +30,8 @@ def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tup
     not on the last step), so NFE = steps (Euler) or 2 steps - 1 (Heun), doubled by CFG. Returns x_0."""
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
     device = labels.device
     sig = torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
     x = SeedStream(seeds, device).randn(*shape).double() * sig[0]
