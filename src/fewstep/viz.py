@@ -24,6 +24,17 @@ def grid_array(images: torch.Tensor, nrow: int, scale: int = 1, pad: int = 1) ->
     return arr[0] if c == 1 else arr.transpose(1, 2, 0)
 
 
+def writable_suffixes(scatter: bool) -> set[str]:
+    """File suffixes save_scatter (matplotlib) or save_grid (Pillow) can write."""
+    if scatter:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        return {f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes()}
+    from PIL import Image
+
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, scale: int | None = None) -> Path:
     from PIL import Image
 

@@ -140,24 +140,24 @@ def run_root(run) -> Path:
     return p.parent.parent if p.parent.name == "checkpoints" else p
 
 
-GRID_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
 def cmd_sample(args) -> int:
     from safetensors.torch import save_file
 
     from fewstep.metrics.evaluate import decoder_for, generate
     from fewstep.runs import load_run
     from fewstep.samplers.noise import parse_seeds
-    from fewstep.viz import save_grid
+    from fewstep.viz import save_grid, writable_suffixes
 
     if args.n < 1:
         raise FewstepError("--n must be at least 1")
-    if args.out and Path(args.out).suffix.lower() not in GRID_SUFFIXES:
-        raise FewstepError(f"--out '{args.out}' must be an image file ending in {', '.join(GRID_SUFFIXES)}")
     run = load_run(args.run, device=resolve_device(args.device))
     if not getattr(run.method_cls, "generative", True):
         raise FewstepError(f"'{args.run}' is a '{run.method_name}' run, which does not generate samples")
+    scatter = run.info["kind"] == "points"
+    if args.out and Path(args.out).suffix.lower() not in writable_suffixes(scatter):
+        writer = "matplotlib" if scatter else "Pillow"
+        raise FewstepError(f"--out '{args.out}' must be an image file ending in .png, .jpg or another suffix {writer} "
+                           "writes")
     labels = _labels_for(args, run.info["num_classes"], args.n)
     try:
         seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.n))
@@ -175,7 +175,7 @@ def cmd_sample(args) -> int:
     ds, tok = decoder_for(run)
     images = tok.decode(tokens)
     out = Path(args.out) if args.out else run_root(run) / "samples.png"
-    if run.info["kind"] == "points":
+    if scatter:
         from fewstep.viz import save_scatter
 
         save_scatter(tokens, labels, out, title=f"{run.method_name} samples")
