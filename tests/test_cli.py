@@ -233,7 +233,7 @@ def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
                            "train.steps=3", "train.batch_size=32", "method.mlp_hidden=32")
     assert code == 0, err
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 64, "--steps", 3, "--out", tmp_path / "r.png")
-    assert code == 0, err and (tmp_path / "r.png").is_file()
+    assert code == 0 and (tmp_path / "r.png").is_file(), err
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 16, "--steps", 2, "--out", tmp_path / "r.svg")
     assert code == 0 and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml"), err
     code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 100, "--steps", 2, "--solver", "euler")
