@@ -21,6 +21,7 @@ The DM loss and the surrogate are shared with DiMO (methods/common/distribution_
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from fewstep.methods.common.distribution_matching import check_divergence, densi
 from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
-from fewstep.runlog import say
+from fewstep.runlog import progress
 from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
@@ -197,10 +198,13 @@ class DMD2(Method):
         steps, solver = steps or sampler.get("steps", 18), sampler.get("solver", "heun")
         device = next(teacher.parameters()).device  # wherever the trainer put it
         labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(first_seed, first_seed + n))
-        say(f"{what}: sampling {n} teacher ODE samples ({solver}, {steps} steps)")
-        out = [edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape, steps=steps,
-                          solver=solver, cfg_scale=self.cfg.teacher_cfg, null_class=run.info["null_class"]).cpu()
-               for i in range(0, n, 500)]
+        out = []
+        with progress(n, desc=f"{what} ({solver}, {steps} steps)", enabled=os.environ.get("RANK", "0") == "0") as bar:
+            for i in range(0, n, 500):
+                out.append(edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
+                                      steps=steps, solver=solver, cfg_scale=self.cfg.teacher_cfg,
+                                      null_class=run.info["null_class"]).cpu())
+                bar.update(len(out[-1]))
         return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
 
     def _regression_error(self, gen, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
