@@ -78,7 +78,7 @@ class DMD2Config:
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
     # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
     regression_weight: float = 0.0
-    regression_pairs: int = 5000
+    regression_pairs: int = 5000  # few (memorised) anchor the spread; 50,000 fit the map and score worse (digits)
     regression_steps: int | None = None  # the pairs' sampler steps; None: the teacher run's own (its solver either way)
     # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
     # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
