@@ -47,16 +47,20 @@ def read_curve(run_dir: str | Path, metric: str) -> tuple[list[int], list[float]
     raise FewstepError(f"no '{metric}' in '{run_dir}'; it has: {', '.join(sorted(seen))}")
 
 
+def _rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def progress(total: int, initial: int = 0, desc: str = "", enabled: bool = True) -> tqdm:
-    """A tqdm bar (ETA included); FEWSTEP_PROGRESS=0 silences it (tests)."""
-    disable = (not enabled) or os.environ.get("FEWSTEP_PROGRESS", "1") == "0"
+    """A tqdm bar (ETA included), rank 0 only; FEWSTEP_PROGRESS=0 silences it (tests)."""
+    disable = (not enabled) or not _rank0() or os.environ.get("FEWSTEP_PROGRESS", "1") == "0"
     return tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 10.0, file=sys.stderr)
 
 
 def say(msg: str) -> None:
     """Status line for humans (stderr, so stdout stays clean for machine output); rank 0 only."""
-    if os.environ.get("FEWSTEP_QUIET", "0") != "1" and os.environ.get("RANK", "0") == "0":
+    if os.environ.get("FEWSTEP_QUIET", "0") != "1" and _rank0():
         print(msg, file=sys.stderr, flush=True)
 
 

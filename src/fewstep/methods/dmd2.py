@@ -21,7 +21,6 @@ The DM loss and the surrogate are shared with DiMO (methods/common/distribution_
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,7 +198,7 @@ class DMD2(Method):
         device = next(teacher.parameters()).device  # wherever the trainer put it
         labels, seeds = balanced_labels(run.info["num_classes"], n), list(range(first_seed, first_seed + n))
         out = []
-        with progress(n, desc=f"{what} ({solver}, {steps} steps)", enabled=os.environ.get("RANK", "0") == "0") as bar:
+        with progress(n, desc=f"{what} ({solver}, {steps} steps)") as bar:
             for i in range(0, n, 500):
                 out.append(edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
                                       steps=steps, solver=solver, cfg_scale=self.cfg.teacher_cfg,
