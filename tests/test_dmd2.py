@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fewstep.data.toy2d import GaussianRing, ring_metrics
+from fewstep.errors import FewstepError
 from fewstep.methods.base import Phase, StepContext
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.msd import partition_classes, route
@@ -242,6 +243,17 @@ def test_msd_with_one_student_trains_exactly_like_dmd2(tmp_path):
     assert all(torch.equal(dmd2[k], msd[k]) for k in dmd2)
     start = load_run(teacher).nets["model"].state_dict()
     assert not all(torch.equal(dmd2[k], start[k]) for k in dmd2)  # it did train
+
+
+def test_msd_with_more_students_than_classes_says_how_many_fit(tmp_path):
+    from fewstep.cli.commands import train_run
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    with pytest.raises(FewstepError, match="set method.students between 1 and 10"):
+        train_run("msd", {"name": "digits"}, str(tmp_path / "msd"), overrides=["method.students=11"],
+                  extra_method={"teacher": teacher})
 
 
 def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from fewstep.data import load_dataset
+from fewstep.errors import FewstepError
 from fewstep.methods.base import Net, Phase, StepContext, StepOut
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.edm import continuous_training_data
@@ -67,7 +68,11 @@ class MSD(DMD2):
 
     @property
     def partition(self) -> list[list[int]]:
-        return partition_classes(self._teacher().info["num_classes"], self.cfg.students)
+        classes = int(self._teacher().info.get("num_classes") or 0)
+        if not 1 <= self.cfg.students <= classes:
+            raise FewstepError(f"method.students={self.cfg.students}, but the teacher has {classes} classes and each "
+                               f"student needs at least one; set method.students between 1 and {classes}")
+        return partition_classes(classes, self.cfg.students)
 
     def _small_student(self, teacher) -> torch.nn.Module:
         cfg = copy.deepcopy(teacher.cfg)
