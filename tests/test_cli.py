@@ -114,6 +114,20 @@ def test_bad_input_gives_one_line_error(capsys, argv, msg):
     assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], err
 
 
+@pytest.mark.parametrize("override,msg", [
+    ("method.channels=[]", "channels must list one positive integer width per resolution level"),
+    ("method.channels=[8,0]", "got [8, 0]"),
+    ("method.channels=[8,8,8,8,8]", "needs a size divisible by 16; use at most 4 levels"),
+    ("method.sample_solver=rk4", "sample_solver must be heun or euler"),
+])
+def test_bad_edm_architecture_is_a_one_line_error_and_leaves_no_run(tmp_path, capsys, override, msg):
+    out = tmp_path / "edm"
+    code, _, err = run_cli(capsys, "train", "teacher", "--kind", "edm", "--data", "digits", "--out", out, override)
+    lines = [line for line in err.strip().splitlines() if line]
+    assert code == 2 and lines[-1].startswith("error: ") and msg in lines[-1], err
+    assert not any(line.startswith(("Traceback", "  File")) for line in lines) and not out.exists()
+
+
 def test_sample_errors(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "sample", "--run", digits_teacher, "--n", 4, "--classes", "3,12")
     assert code == 2 and "out of range" in err

@@ -360,7 +360,8 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
     t = load_run(teacher)
     direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=2,
                         solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"])
-    assert torch.allclose(x2[:5], direct, atol=1e-6) and not torch.allclose(x2, pairs["x"], atol=1e-3)
+    # batch 40 against 5 changes the float summation order; the untrained tiny teacher's outputs reach ~100
+    assert torch.allclose(x2[:5], direct, rtol=1e-4, atol=1e-4) and not torch.allclose(x2, pairs["x"], atol=1e-3)
     with pytest.raises(ValueError, match="one-step generators"):
         DMD2Config(regression_weight=1.0, gen_steps=4)
 

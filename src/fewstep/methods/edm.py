@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from fewstep.data import load_dataset
+from fewstep.errors import FewstepError
 from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
 from fewstep.models.unet import MLPConfig, MLPDenoiser, UNetConfig, UNetDenoiser
 from fewstep.processes.gaussian import expand, loss_weight, sample_sigma
@@ -35,6 +36,33 @@ class EDMConfig:
     sample_steps: int = 18
     sample_solver: str = "heun"  # heun | euler
     sample_cfg: float = 1.0
+
+    def __post_init__(self):
+        check_widths("channels", self.channels)
+        for name in ("blocks_per_level", "emb_dim", "mlp_hidden", "mlp_depth", "sample_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.label_dropout < 1.0):
+            raise ValueError("dropout and label_dropout must be in [0, 1)")
+        if self.sigma_data <= 0 or self.p_std <= 0 or self.sample_cfg < 0:
+            raise ValueError("sigma_data and p_std must be > 0, sample_cfg >= 0")
+        if self.sample_solver not in ("heun", "euler"):
+            raise ValueError(f"sample_solver must be heun or euler, got {self.sample_solver!r}")
+
+
+def check_widths(name: str, widths) -> None:
+    """A UNet's per-level widths: at least one level, each a positive integer."""
+    if not widths or any(int(w) != w or w < 1 for w in widths):
+        raise ValueError(f"{name} must list one positive integer width per resolution level, e.g. [32, 64]; "
+                         f"got {list(widths) if widths is not None else widths}")
+
+
+def check_levels(name: str, widths, size: int) -> None:
+    """Each level halves the image, so the size must be divisible by 2^(levels - 1)."""
+    if size % 2 ** (len(widths) - 1):
+        raise FewstepError(f"{len(widths)} resolution levels in {name} halve {size}x{size} images "
+                           f"{len(widths) - 1} times, which needs a size divisible by {2 ** (len(widths) - 1)}; "
+                           f"use at most {(size & -size).bit_length()} levels")
 
 
 def continuous_training_data(dataset) -> dict[str, torch.Tensor]:
@@ -66,8 +94,7 @@ class EDM(Method):
                                         emb_dim=c.emb_dim, sigma_data=c.sigma_data))
         else:
             ch, size = ds.train_images.shape[1], ds.train_images.shape[-1]
-            if size % 2 ** (len(c.channels) - 1):
-                raise ValueError(f"image size {size} is not divisible by 2^{len(c.channels) - 1} (method.channels)")
+            check_levels("method.channels", c.channels, size)
             net = UNetDenoiser(UNetConfig(in_channels=ch, image_size=size, channels=tuple(c.channels),
                                           blocks_per_level=c.blocks_per_level, num_classes=ds.num_classes,
                                           emb_dim=c.emb_dim, attention=c.attention, dropout=c.dropout,

@@ -22,7 +22,7 @@ from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.methods.base import Net, Phase, StepContext, StepOut
 from fewstep.methods.dmd2 import DMD2, DMD2Config
-from fewstep.methods.edm import continuous_training_data
+from fewstep.methods.edm import check_levels, check_widths, continuous_training_data
 from fewstep.models.unet import MLPDenoiser, UNetDenoiser
 from fewstep.processes.gaussian import expand, loss_weight
 from fewstep.samplers.gaussian import fewstep_sample
@@ -38,6 +38,8 @@ class MSDConfig(DMD2Config):
         super().__post_init__()
         if self.students < 1:
             raise ValueError("students must be >= 1")
+        if self.student_channels is not None:
+            check_widths("student_channels", self.student_channels)
         if self.student_channels is not None and self.tsm_steps < 1:
             raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
 
@@ -80,6 +82,7 @@ class MSD(DMD2):
             cfg.hidden = int(self.cfg.student_channels[0])
             return MLPDenoiser(cfg)
         cfg.channels = tuple(int(c) for c in self.cfg.student_channels)
+        check_levels("method.student_channels", cfg.channels, cfg.image_size)
         cfg.dropout = 0.0
         return UNetDenoiser(cfg)
 
