@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fewstep.cli.main import main
+from fewstep.errors import FewstepError
 
 from helpers import TINY_TEACHER
 
@@ -180,6 +181,9 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
 def test_distill_requires_a_matching_teacher(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "distill", "dmd2", "--teacher", digits_teacher, "--out", tmp_path / "x")
     assert code == 2 and "not a continuous (EDM) teacher" in err
+    code, _, err = run_cli(capsys, "bench", "dmd2", "--data", "digits", "--teacher", digits_teacher,
+                           "--out", tmp_path / "b")
+    assert code == 2 and "is a 'maskgit' run, not a continuous (EDM) teacher" in err
 
 
 def test_demo_fast(tmp_path, capsys):
@@ -261,6 +265,12 @@ def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sample", "--run", img, "--n", 10, "--steps", 2, "--cfg", 1.5,
                            "--out", tmp_path / "i.png")
     assert code == 0, err
+    (tmp_path / "file").write_text("")
+    for argv in (["sample", "--run", img, "--n", 4, "--out", tmp_path / "file" / "s.png"],
+                 ["export", "--run", img, "--out", tmp_path / "file" / "slim"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and err.startswith("error: ") and f"'{tmp_path / 'file'}" in err, err
+        assert err.strip().count("\n") == 0, err
 
 
 def test_bench_variant_selection_by_whole_label_or_substring():
@@ -270,13 +280,14 @@ def test_bench_variant_selection_by_whole_label_or_substring():
     assert labels(select_variants(MSD_VARIANTS, "MSD K=4")) == ["MSD K=4"]
     assert labels(select_variants(MSD_VARIANTS, "K=4")) == ["MSD K=4", "MSD K=4, smaller students + TSM"]
     assert labels(select_variants(MSD_VARIANTS, "K=2,smaller")) == ["MSD K=2", "MSD K=4, smaller students + TSM"]
+    with pytest.raises(FewstepError, match="matches no variant; the labels are: MSD K=1"):
+        select_variants(MSD_VARIANTS, "K=3")
     first = DMD2_VARIANTS[0][0]
     assert labels(select_variants(DMD2_VARIANTS, first)) == [first]
     assert select_variants(DMD2_VARIANTS, None) == DMD2_VARIANTS
 
 
 def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
-    from fewstep.errors import FewstepError
     from fewstep.runlog import read_curve
 
     run = tmp_path / "run"

@@ -37,7 +37,10 @@ def select_variants(variants: list, only: str | None) -> list:
     if not only:
         return variants
     exact = [v for v in variants if v[0] == only]
-    return exact or [v for v in variants if any(o.strip() in v[0] for o in only.split(","))]
+    chosen = exact or [v for v in variants if any(o.strip() in v[0] for o in only.split(","))]
+    if not chosen:
+        raise FewstepError(f"--only '{only}' matches no variant; the labels are: " + "; ".join(v[0] for v in variants))
+    return chosen
 
 
 def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str | None) -> str:
@@ -80,14 +83,17 @@ def _params(run) -> int:
 
 def bench_continuous(args, which: str) -> dict:
     from fewstep.cli.commands import resolve_device, train_run
+    from fewstep.methods.edm import require_edm_teacher
     from fewstep.metrics.evaluator import get_evaluator
     from fewstep.runs import load_run
     from fewstep.viz import plot_quality_vs_steps
 
     out = Path(args.out or f"runs/bench_{which}_{args.data}")
+    variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
+    chosen = [] if args.student else select_variants(variants, args.only)  # fail before any work
     teacher_path = ensure_edm_teacher(args.data, args.data_dir, out, args.teacher)
     device = resolve_device(args.device)
-    teacher = load_run(teacher_path, device=device)
+    teacher = require_edm_teacher(teacher_path, device=device)
     ds_name = teacher.info["dataset"]
     ev = None if teacher.info["kind"] == "points" else get_evaluator(ds_name, teacher.config["data"].get("data_dir"))
     n, rep = args.n, args.repeats
@@ -98,8 +104,6 @@ def bench_continuous(args, which: str) -> dict:
         say(f"teacher: Heun {s} steps")
         r = repeated_eval(teacher, n, rep, evaluator=ev, steps=s, solver="heun")
         t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
-    variants = DMD2_VARIANTS if which == "dmd2" else MSD_VARIANTS
-    chosen = [] if args.student else select_variants(variants, args.only)
     results, user_over = [], list(args.overrides or [])
     for path, run in students:
         say(f"student {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see fewstep/__init__.py)
 
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(commands.dispatch(args) or 0)
     except FewstepError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not a path problem: a bug or the system's, keep its traceback
+            raise
+        print(f"error: {e.strerror}: '{e.filename}' (check that '{Path(str(e.filename)).parent}' is a folder you may "
+              "write to)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is kept", file=sys.stderr)

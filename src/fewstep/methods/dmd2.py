@@ -33,7 +33,7 @@ from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_ga
                                                  random_translate)
 from fewstep.methods.common.distribution_matching import check_divergence, density_ratio_weights, surrogate_loss
 from fewstep.methods.common.start import load_start_weights
-from fewstep.methods.edm import continuous_info, continuous_training_data
+from fewstep.methods.edm import continuous_info, continuous_training_data, require_edm_teacher
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
 from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
@@ -115,15 +115,9 @@ class DMD2(Method):
     # ------------------------------------------------------------------ setup
     def _teacher(self):
         if not hasattr(self, "_teacher_run"):
-            from fewstep.runs import load_run
-
             if not self.cfg.teacher:
                 raise FewstepError(f"{self.name} needs a teacher: pass --teacher <EDM run folder>")
-            run = load_run(self.cfg.teacher)
-            if run.info.get("kind") not in ("continuous", "points") or "model" not in run.nets:
-                raise FewstepError(f"'{self.cfg.teacher}' is a '{run.method_name}' run, not a continuous (EDM) teacher; "
-                                   "train one with: fewstep train teacher --kind edm --data <dataset>")
-            self._teacher_run = run
+            self._teacher_run = require_edm_teacher(self.cfg.teacher)
         return self._teacher_run
 
     def _setup_grid(self) -> None:

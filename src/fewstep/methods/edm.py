@@ -72,6 +72,17 @@ def continuous_training_data(dataset) -> dict[str, torch.Tensor]:
     return {"x": dataset.train_images * 2.0 - 1.0, "labels": dataset.train_labels}
 
 
+def require_edm_teacher(path: str, device=None):
+    """Load a run and check it is an EDM teacher (what DMD2, MSD and their benchmarks distill)."""
+    from fewstep.runs import load_run
+
+    run = load_run(path, device=device)
+    if run.info.get("kind") not in ("continuous", "points") or "model" not in run.nets:
+        raise FewstepError(f"'{path}' is a '{run.method_name}' run, not a continuous (EDM) teacher; "
+                           "train one with: fewstep train teacher --kind edm --data <dataset>")
+    return run
+
+
 def continuous_info(dataset) -> dict:
     shape = [2] if dataset.train_points is not None else list(dataset.train_images.shape[1:])
     return {"kind": "points" if dataset.train_points is not None else "continuous", "dataset": dataset.name,
