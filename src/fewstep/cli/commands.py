@@ -80,15 +80,22 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_distill(args) -> int:
+def distill_run(method: str, teacher: str, out: str | None, config: str | None = None,
+                overrides: list[str] | None = None, fresh: bool = False, dry_run: bool = False, hooks=None) -> Path:
+    """Train `method` on the teacher run's dataset into `out` (default runs/<method>_<data>)."""
     from fewstep.checkpoint import read_checkpoint_json, resolve_checkpoint
 
-    teacher = resolve_checkpoint(args.teacher)
-    t_config, _ = read_checkpoint_json(teacher)
-    root = teacher.parent.parent if teacher.parent.name == "checkpoints" else teacher
-    out = args.out or f"runs/{args.method}_{t_config['data']['name']}"
-    train_run(args.method, t_config["data"], out, args.config, args.overrides, args.fresh, args.dry_run,
-              extra_method={"teacher": str(root)}, hooks=_eval_hooks(args))
+    ckpt = resolve_checkpoint(teacher)
+    t_config, _ = read_checkpoint_json(ckpt)
+    root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    out = out or f"runs/{method}_{t_config['data']['name']}"
+    return train_run(method, t_config["data"], out, config, overrides, fresh, dry_run,
+                     extra_method={"teacher": str(root)}, hooks=hooks)
+
+
+def cmd_distill(args) -> int:
+    out = distill_run(args.method, args.teacher, args.out, args.config, args.overrides, args.fresh, args.dry_run,
+                      hooks=_eval_hooks(args))
     if not args.dry_run:
         say(f"done: {out}  (next: fewstep eval --run {out}; fewstep sample --run {out})")
     return 0
