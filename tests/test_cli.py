@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fewstep.cli.main import main
+from fewstep.demo import SHIPPED_TEACHER
 from fewstep.errors import FewstepError
 
 from helpers import TINY_TEACHER
@@ -107,6 +108,13 @@ def test_info_lists_registries(capsys):
     (["train", "teacher", "--data", "fashion_mnist", "--data-dir", "/tmp"], "apt-get install dataset-fashion-mnist"),
     (["train", "teacher", "--data", "digits", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "teacher"], "the following arguments are required: --data"),
+    # values torch would take silently (a clip of 0 zeroes every gradient) or reject with a traceback
+    (["train", "teacher", "--data", "digits", "train.grad_clip=0"], "grad_clip must be > 0, or null to never clip"),
+    (["train", "teacher", "--data", "digits", "train.lr=-1"], "lr and adam_eps must be > 0"),
+    (["train", "teacher", "--data", "digits", "train.ema_decay=1.5"], "ema_decay and both betas must be in [0, 1)"),
+    (["train", "teacher", "--data", "digits", "train.ckpt_every=0"], "ckpt_every and max_bad_steps >= 1"),
+    (["distill", "dmd2", "--teacher", SHIPPED_TEACHER, "method.critic_lr=0"],
+     "critic_lr must be > 0"),
 ])
 def test_bad_input_gives_one_line_error(capsys, argv, msg):
     code, out, err = run_cli(capsys, *argv)
@@ -311,8 +319,6 @@ def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_eval_leaves_the_shipped_teacher_folder_unchanged(tmp_path, capsys):
-    from fewstep.demo import SHIPPED_TEACHER
-
     before = sorted(p.name for p in SHIPPED_TEACHER.iterdir())
     code, out, err = run_cli(capsys, "eval", "--run", SHIPPED_TEACHER, "--n", 8, "--steps", 1)
     assert code == 0, err

@@ -37,7 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 100  # linear LR warm-up, then the schedule
     lr_schedule: str = "constant"  # constant | cosine (decays to 10% of lr at the last step)
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = 1.0  # max grad norm; null: never clip
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
     seed: int = 0
@@ -45,7 +45,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 25
     ckpt_every: int = 500
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # 0: keep all
     max_bad_steps: int = 20  # abort after this many consecutive non-finite losses/gradients
 
     def __post_init__(self):
@@ -57,6 +57,16 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be constant or cosine, not '{self.lr_schedule}'")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not '{self.device}'")
+        if not self.lr > 0 or self.weight_decay < 0 or not self.adam_eps > 0:
+            raise ValueError("lr and adam_eps must be > 0, weight_decay >= 0")
+        if not (0.0 <= self.ema_decay < 1.0 and all(0.0 <= b < 1.0 for b in self.betas)):
+            raise ValueError("ema_decay and both betas must be in [0, 1)")
+        if self.grad_clip is not None and not self.grad_clip > 0:  # clipping to <= 0 zeroes or flips gradients
+            raise ValueError(f"grad_clip must be > 0, or null to never clip (got {self.grad_clip})")
+        if self.warmup_steps < 0 or self.keep_checkpoints < 0 or min(self.log_every, self.ckpt_every,
+                                                                     self.max_bad_steps) < 1:
+            raise ValueError("warmup_steps and keep_checkpoints must be >= 0; log_every, ckpt_every and "
+                             "max_bad_steps >= 1")
 
 
 @dataclass

@@ -64,6 +64,8 @@ class DiMOConfig:
 
     def __post_init__(self):
         check_divergence(self.divergence, self.alpha)
+        if self.aux_lr is not None and not self.aux_lr > 0:
+            raise ValueError("aux_lr must be > 0 (or null: train.lr)")
         if self.normalization not in ("sum", "mean"):
             raise ValueError("normalization must be 'sum' (official code) or 'mean' (paper Eq. 5)")
         if not 0.0 <= self.r_init <= 1.0 or (self.r_init_max is not None and not self.r_init <= self.r_init_max <= 1):

@@ -86,6 +86,8 @@ class DMD2Config:
     def __post_init__(self):
         if self.gen_steps < 1 or self.critic_updates < 1:
             raise ValueError("gen_steps and critic_updates must be >= 1")
+        if self.critic_lr is not None and not self.critic_lr > 0:
+            raise ValueError("critic_lr must be > 0 (or null: train.lr)")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
             raise ValueError("need 0 <= dm_min < dm_max <= 1")
         if not 0.0 <= self.gan_min < self.gan_max <= 1.0 or not 0.0 <= self.gan_augment < 1.0:
