@@ -2,7 +2,7 @@
 
 dmd2: the EDM teacher's FID vs NFE (Heun), then DMD2 variants: 1 step with / without GAN, critic ratio
       1 vs 5, and a 4-step generator with backward simulation.
-msd:  K = 1, 2, 4 same-size students and K = 4 smaller students (TSM first), same steps as DMD2; plus
+msd:  K = 1, 2, 4 same-size students and K = 1, 4 smaller students (TSM first), same steps as DMD2; plus
       samples/s and parameters of each. By default each of K students gets batch B/K, so MSD spends the
       same total compute as one DMD2 student and sees as many images per class (the paper's Table 3
       "K = 4, B = 32" vs "K = 1, B = 128" comparison); --per-student-batch keeps B per student (its K scan).
@@ -28,6 +28,7 @@ MSD_VARIANTS = [
     ("MSD K=1 (= DMD2)", "msd", ["method.students=1"]),
     ("MSD K=2", "msd", ["method.students=2"]),
     ("MSD K=4", "msd", ["method.students=4"]),
+    ("MSD K=1, smaller student + TSM", "msd", ["method.students=1", "method.student_channels=[16,32]"]),
     ("MSD K=4, smaller students + TSM", "msd", ["method.students=4", "method.student_channels=[16,32]"]),
 ]
 
