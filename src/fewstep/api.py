@@ -39,13 +39,14 @@ def distill(method: str, teacher: str | Path | Run, out: str | Path | None = Non
 def evaluate(run: str | Path | Run, n: int | None = None, repeats: int = 1, **sampler_options) -> dict:
     """`fewstep eval`: {"metrics": {...}} with each metric's mean over `repeats` seed blocks (and its _std)."""
     from fewstep.bench.common import repeated_eval
+    from fewstep.cli.commands import run_root
     from fewstep.errors import FewstepError
 
     if repeats < 1 or (n is not None and n < 2):
         raise FewstepError("evaluate needs repeats >= 1 and n >= 2 (or n=None: the test split's size)")
     run = run if isinstance(run, Run) else load_run(run)
     if not getattr(run.method_cls, "generative", True):
-        raise FewstepError(f"'{run.path}' is a tokenizer run; it does not generate samples")
+        raise FewstepError(f"'{run.path}' is a tokenizer run; its reconstruction report is {run_root(run)}/recon.json")
     return repeated_eval(run, n, repeats, **sampler_options)
 
 

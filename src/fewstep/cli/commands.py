@@ -199,18 +199,16 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from fewstep.bench.common import repeated_eval
+    from fewstep.api import evaluate
     from fewstep.checkpoint import write_json_atomic
     from fewstep.cli.main import sampler_options
     from fewstep.runs import load_run
 
-    if args.repeats < 1 or (args.n is not None and args.n < 2):
+    if args.repeats < 1 or (args.n is not None and args.n < 2):  # before the run is loaded, in the flags' names
         raise FewstepError("--repeats must be >= 1 and --n >= 2")
     run = load_run(args.run, device=resolve_device(args.device))
-    if not getattr(run.method_cls, "generative", True):
-        raise FewstepError(f"'{args.run}' is a tokenizer run; its reconstruction report is {run_root(run)}/recon.json")
     opts = sampler_options(args)
-    res = repeated_eval(run, args.n, args.repeats, **opts)
+    res = evaluate(run, args.n, args.repeats, **opts)
     res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
     print(json.dumps(res, indent=2))
     if args.json:
