@@ -108,6 +108,8 @@ def test_info_lists_registries(capsys):
     (["train", "teacher", "--data", "fashion_mnist", "--data-dir", "/tmp"], "apt-get install dataset-fashion-mnist"),
     (["train", "teacher", "--data", "digits", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "teacher"], "the following arguments are required: --data"),
+    (["bench", "teacher", "--data", "digits", "train.steps=2"], "unrecognized arguments: train.steps=2"),
+    (["train", "teacher", "--data", "digits", "method.dim=8", "--out", "x", "stray"], "unrecognized arguments: stray"),
     # values torch would take silently (a clip of 0 zeroes every gradient) or reject with a traceback
     (["train", "teacher", "--data", "digits", "train.grad_clip=0"], "grad_clip must be > 0, or null to never clip"),
     (["train", "teacher", "--data", "digits", "train.lr=-1"], "lr and adam_eps must be > 0"),
@@ -121,6 +123,13 @@ def test_bad_input_gives_one_line_error(capsys, argv, msg):
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], err
+
+
+def test_overrides_may_follow_later_flags():
+    from fewstep.cli.main import parse
+
+    args = parse(["distill", "dmd2", "--teacher", "T", "method.gan=false", "--out", "R", "train.steps=3", "train.lr=1"])
+    assert args.out == "R" and args.overrides == ["method.gan=false", "train.steps=3", "train.lr=1"]
 
 
 @pytest.mark.parametrize("override,msg", [

@@ -177,8 +177,21 @@ def build_parser() -> Parser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """argparse, except that key=value overrides may also come after later flags (`--teacher T a=1 --out R b=2`):
+    argparse's positional list stops at the first flag and would reject the rest."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     from fewstep.errors import FewstepError
 
     try:
