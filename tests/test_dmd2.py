@@ -12,7 +12,8 @@ from fewstep.methods.base import Phase, StepContext
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.msd import partition_classes, route
 from fewstep.processes.gaussian import karras_sigmas
-from fewstep.samplers.gaussian import edm_sample
+from fewstep.samplers.gaussian import edm_sample, fewstep_sample
+from fewstep.samplers.noise import SeedStream
 from fewstep.tokenizers import DataConfig
 
 
@@ -178,6 +179,24 @@ def test_edm_heun_sampler_with_exact_denoiser_recovers_the_ring():
     null = torch.full_like(labels, 8)
     one = edm_sample(ExactDenoiser(ring), null, list(range(800)), (2,), steps=1, solver="euler", null_class=8)
     assert ring_metrics(ring, one, labels, ref)["precision"] < 0.05
+
+
+def test_noise_scale_multiplies_the_starting_noise_and_nothing_else():
+    sd = 0.5  # N(0, sd^2) data: its exact denoiser makes the probability-flow ODE linear in the starting noise
+    net = lambda x, s, y: x * (sd**2 / (s[:, None] ** 2 + sd**2))  # noqa: E731
+    labels, seeds = torch.zeros(2000, dtype=torch.long), list(range(2000))
+    base = edm_sample(net, labels, seeds, (2,), steps=32)
+    wide = edm_sample(net, labels, seeds, (2,), steps=32, noise_scale=1.3)
+    assert abs(float(base.std()) - sd) < 0.02  # (9 Heun steps: 0.63, a coarse solver widens)
+    assert torch.allclose(wide, 1.3 * base, rtol=1e-5, atol=1e-6)
+    assert torch.equal(edm_sample(net, labels, seeds, (2,), steps=32, noise_scale=1.0), base)
+    # few-step generator x0 = x / sigma: its output is the scaled first noise plus the unscaled re-noising
+    gen = lambda x, s, y: x / s[:, None]  # noqa: E731
+    one, two = (fewstep_sample(gen, labels, seeds, (2,), [80.0, 1.0], noise_scale=k) for k in (1.0, 2.0))
+    z = SeedStream(seeds, labels.device).randn(2, 2)
+    assert torch.allclose(two - one, z[:, 0], atol=1e-5) and torch.allclose(one - z[:, 0], z[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="noise_scale must be > 0"):
+        fewstep_sample(gen, labels, seeds, (2,), [80.0], noise_scale=0.0)
 
 
 def _trainer(tmp_path, *over):

@@ -36,6 +36,8 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
                         "predictions (DiMO's aux cancels it, so this is the distribution a student learns)")
     g.add_argument("--schedule", choices=["arccos", "cosine", "linear"], help="mask schedule of the sampler")
     g.add_argument("--solver", choices=["heun", "euler"], help="continuous teachers: ODE solver")
+    g.add_argument("--noise-scale", type=float,
+                   help="continuous runs: multiply the starting noise (a temperature; 1 = the trained prior)")
     g.add_argument("--r-init", type=float, help="one-step generators: initial [M] ratio")
     g.add_argument("--sigma-init", type=float, help="one-step generators: embedding noise")
 
@@ -47,7 +49,7 @@ DISTILLERS = {
 }
 
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
-                "desmooth", "r_init", "sigma_init", "solver")
+                "desmooth", "r_init", "sigma_init", "solver", "noise_scale")
 
 
 def sampler_options(args: argparse.Namespace) -> dict:

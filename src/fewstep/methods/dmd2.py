@@ -112,7 +112,7 @@ class DMD2Config:
 class DMD2(Method):
     name = "dmd2"
     Config = DMD2Config
-    sampler_options = ()
+    sampler_options = ("noise_scale",)
 
     # ------------------------------------------------------------------ setup
     def _teacher(self):
@@ -346,4 +346,5 @@ class DMD2(Method):
     @staticmethod
     def generate(nets: dict[str, torch.nn.Module], info: dict, labels: torch.Tensor, seeds: list[int],
                  **opt: Any) -> torch.Tensor:
-        return fewstep_sample(nets["generator"], labels, seeds, tuple(info["shape"]), info["gen_sigmas"])
+        return fewstep_sample(nets["generator"], labels, seeds, tuple(info["shape"]), info["gen_sigmas"],
+                              opt.get("noise_scale"))

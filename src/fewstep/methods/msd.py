@@ -155,7 +155,7 @@ class MSD(DMD2):
             if len(rows) == 0:
                 continue
             x = fewstep_sample(nets[f"generator{k}"], labels[rows], [seeds[int(i)] for i in rows],
-                               tuple(info["shape"]), info["gen_sigmas"])
+                               tuple(info["shape"]), info["gen_sigmas"], opt.get("noise_scale"))
             if out is None:
                 out = torch.empty(len(labels), *x.shape[1:], dtype=x.dtype, device=x.device)
             out[rows] = x

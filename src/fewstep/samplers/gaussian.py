@@ -22,19 +22,30 @@ def guided_denoise(net: Denoiser, x: torch.Tensor, sigma: torch.Tensor, labels: 
     return d_u + scale * (d_c - d_u)
 
 
+def checked_noise_scale(noise_scale: float | None) -> float:
+    if noise_scale is None:
+        return 1.0
+    if not noise_scale > 0.0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale} (1 = the trained prior; a little above 1 "
+                         "widens the samples)")
+    return float(noise_scale)
+
+
 @torch.no_grad()
 def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tuple[int, ...], *, steps: int = 18,
                solver: str = "heun", cfg_scale: float = 1.0, null_class: int = 10, sigma_min: float = SIGMA_MIN,
-               sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:
+               sigma_max: float = SIGMA_MAX, rho: float = 7.0, noise_scale: float | None = None) -> torch.Tensor:
     """Deterministic EDM sampler (Karras et al. 2022, Alg. 1): `steps` noise levels, Euler or Heun (2nd order,
-    not on the last step), so NFE = steps (Euler) or 2 steps - 1 (Heun), doubled by CFG. Returns x_0."""
+    not on the last step), so NFE = steps (Euler) or 2 steps - 1 (Heun), doubled by CFG. Returns x_0.
+    `noise_scale` multiplies the starting noise (a temperature; None or 1 = the paper)."""
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    noise_scale = checked_noise_scale(noise_scale)
     device = labels.device
     sig = torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
-    x = SeedStream(seeds, device).randn(*shape).double() * sig[0]
+    x = SeedStream(seeds, device).randn(*shape).double() * (sig[0] * noise_scale)
     b = x.shape[0]
     for i in range(steps):
         s_cur, s_next = sig[i], sig[i + 1]
@@ -51,12 +62,14 @@ def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tup
 
 @torch.no_grad()
 def fewstep_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tuple[int, ...],
-                   sigmas: list[float]) -> torch.Tensor:
-    """A one- or few-step generator (DMD2 §4.3): x = sigma_0 z; x0 = G(x; sigma_j); re-noise x0 to sigma_{j+1}."""
+                   sigmas: list[float], noise_scale: float | None = None) -> torch.Tensor:
+    """A one- or few-step generator (DMD2 §4.3): x = sigma_0 z; x0 = G(x; sigma_j); re-noise x0 to sigma_{j+1}.
+    `noise_scale` multiplies the starting noise only (a temperature; None or 1 = the paper); re-noising stays exact."""
+    noise_scale = checked_noise_scale(noise_scale)
     device = labels.device
     noise = SeedStream(seeds, device).randn(len(sigmas), *shape)  # (B, N, ...) per-seed
     b = labels.shape[0]
-    x = noise[:, 0] * sigmas[0]
+    x = noise[:, 0] * (sigmas[0] * noise_scale)
     for j, s in enumerate(sigmas):
         x0 = net(x, torch.full((b,), float(s), device=device), labels)
         if j + 1 < len(sigmas):
