@@ -381,6 +381,15 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
                         solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"])
     # batch 40 against 5 changes the float summation order; the untrained tiny teacher's outputs reach ~100
     assert torch.allclose(x2[:5], direct, rtol=1e-4, atol=1e-4) and not torch.allclose(x2, pairs["x"], atol=1e-3)
+    wide = build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", *reg,
+                                                                "method.regression_noise_scale=1.2"]).method
+    wide.build()
+    wide_pairs = wide.training_data()["pairs"]  # the targets start from 1.2 sigma_max z; the student's input stays z
+    direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=1,
+                        solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"],
+                        noise_scale=1.2)
+    assert torch.equal(wide_pairs["z"], pairs["z"]) and torch.allclose(wide_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(wide_pairs["x"], pairs["x"], atol=1e-3)
     with pytest.raises(ValueError, match="one-step generators"):
         DMD2Config(regression_weight=1.0, gen_steps=4)
 

@@ -79,6 +79,8 @@ class DMD2Config:
     regression_weight: float = 0.0
     regression_pairs: int = 5000  # few (memorised) anchor the spread; 50,000 fit the map and score worse (digits)
     regression_steps: int | None = None  # the pairs' sampler steps; None: the teacher run's own (its solver either way)
+    # the pairs' targets start from noise_scale x the student's input noise: G(sigma_max z) regresses on ODE(s sigma_max z)
+    regression_noise_scale: float = 1.0
     # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
     # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
     init_from: str | None = None
@@ -105,6 +107,8 @@ class DMD2Config:
             raise ValueError(f"gan_real must be 'data' or 'teacher' (got {self.gan_real!r}) and gan_real_samples >= 1")
         if self.gan_real == "teacher" and not self.gan:
             raise ValueError("gan_real=teacher feeds the GAN term; set gan=true (or gan_real=data)")
+        if not self.regression_noise_scale > 0:
+            raise ValueError("regression_noise_scale must be > 0 (1: the pairs start from the student's own noise)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -180,12 +184,14 @@ class DMD2(Method):
         (MSD shares it across students: filtering it by partition drops modes, MSD Fig. 8). Seeds from 10^9 on
         keep it apart from evaluation noise; the same pairs come back on resume. Also draws the held-out pairs
         (seeds from 2 x 10^9) the logged `reg_heldout` is measured on."""
-        steps = self.cfg.regression_steps
-        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS, steps, "held-out regression pairs")
-        return self._teacher_pairs(10**9, self.cfg.regression_pairs, steps, "regression pairs")
+        steps, scale = self.cfg.regression_steps, self.cfg.regression_noise_scale
+        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS, steps, "held-out regression pairs", scale)
+        return self._teacher_pairs(10**9, self.cfg.regression_pairs, steps, "regression pairs", scale)
 
-    def _teacher_pairs(self, first_seed: int, n: int, steps: int | None, what: str) -> dict[str, torch.Tensor]:
-        """n class-balanced teacher ODE samples from seeds first_seed... at `steps` (None: the teacher run's own)."""
+    def _teacher_pairs(self, first_seed: int, n: int, steps: int | None, what: str,
+                       noise_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """n class-balanced teacher ODE samples from seeds first_seed... at `steps` (None: the teacher run's own),
+        started from noise_scale x their noise z (z as drawn, unscaled, is returned beside them)."""
         from fewstep.metrics.evaluate import balanced_labels
 
         run = self._teacher()
@@ -198,7 +204,7 @@ class DMD2(Method):
             for i in range(0, n, 500):
                 out.append(edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
                                       steps=steps, solver=solver, cfg_scale=self.cfg.teacher_cfg,
-                                      null_class=run.info["null_class"]).cpu())
+                                      null_class=run.info["null_class"], noise_scale=noise_scale).cpu())
                 bar.update(len(out[-1]))
         return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
 
