@@ -8,7 +8,7 @@ import fewstep
 from fewstep.data import load_dataset
 from fewstep.methods.edm import require_edm_teacher
 
-ASSETS = Path(fewstep.__file__).parent / "assets" / "teachers"
+ASSETS = Path(fewstep.__file__).resolve().parent / "assets" / "teachers"
 
 
 def test_shipped_edm_teacher_denoises_held_out_digits():
@@ -24,3 +24,13 @@ def test_shipped_edm_teacher_denoises_held_out_digits():
     # noise variance 0.25: the shipped teacher leaves 0.041 of it on digits it never saw, the same UNet
     # untrained (D ~ c_skip * input) 0.246
     assert denoised_mse < 0.25 * noisy_mse, (denoised_mse, noisy_mse)
+
+
+def test_benches_default_to_the_shipped_digits_teachers(tmp_path):
+    from fewstep.bench.dmd2 import ensure_edm_teacher
+    from fewstep.bench.teacher import ensure_teacher
+
+    assert ensure_edm_teacher("digits", None, tmp_path, None) == str(ASSETS / "edm_digits")
+    assert ensure_teacher("digits", None, tmp_path, None, None) == str(ASSETS / "digits")
+    assert ensure_edm_teacher("digits", None, tmp_path, "runs/mine") == "runs/mine"
+    assert not any(tmp_path.iterdir())  # nothing trained

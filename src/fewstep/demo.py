@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from fewstep.bench.common import machine, machine_line
+from fewstep.bench.common import SHIPPED_TEACHERS, machine, machine_line, shipped_teacher
 from fewstep.checkpoint import write_json_atomic
 from fewstep.presets import preset
 from fewstep.runlog import say
 
-SHIPPED_TEACHER = Path(__file__).parent / "assets" / "teachers" / "digits"
+SHIPPED_TEACHER = SHIPPED_TEACHERS / "digits"
 TEACHER_STEPS = [1, 2, 4, 8, 16]
 FAST_TEACHER = ["method.dim=32", "method.depth=1", "method.heads=2", "train.steps=4", "train.batch_size=16"]
 FAST_DIMO = ["train.steps=3", "train.batch_size=8"]
@@ -29,9 +29,8 @@ def _teacher(out: Path, fast: bool) -> Path:
 
     if fast:
         return train_run("maskgit", {"name": "digits"}, str(out / "teacher"), overrides=FAST_TEACHER)
-    if (SHIPPED_TEACHER / "config.json").is_file():
-        say(f"teacher: the checkpoint shipped with fewstep ({SHIPPED_TEACHER}; its COMMAND file says how it was made)")
-        return SHIPPED_TEACHER
+    if shipped := shipped_teacher("digits"):
+        return shipped
     return train_run("maskgit", {"name": "digits"}, str(out / "teacher"))
 
 

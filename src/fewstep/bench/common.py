@@ -18,6 +18,18 @@ from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
 
+SHIPPED_TEACHERS = Path(__file__).resolve().parent.parent / "assets" / "teachers"
+
+
+def shipped_teacher(folder: str) -> Path | None:
+    """The teacher shipped in fewstep/assets/teachers/<folder>, when this install has it."""
+    path = SHIPPED_TEACHERS / folder
+    if not (path / "config.json").is_file():
+        return None
+    say(f"teacher: the checkpoint shipped with fewstep ({path}; its COMMAND file says how it was made)")
+    return path
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, parse_steps,
-                                  repeated_eval, slug, write_outputs)
+                                  repeated_eval, shipped_teacher, slug, write_outputs)
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
@@ -49,6 +49,8 @@ def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str 
 
     if teacher:
         return teacher
+    if data == "digits" and not data_dir and (shipped := shipped_teacher("edm_digits")):
+        return str(shipped)
     return str(train_run("edm", {"name": data, "data_dir": data_dir}, str(out / "teacher")))
 
 

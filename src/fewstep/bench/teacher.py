@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, parse_steps,
-                                  repeated_eval, write_outputs)
+                                  repeated_eval, shipped_teacher, write_outputs)
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
@@ -15,11 +15,14 @@ from fewstep.runlog import say
 
 def ensure_teacher(data: str, data_dir: str | None, out: Path, teacher: str | None,
                    tokenizer: str | None) -> str:
-    """An existing teacher run, or one trained with the dataset's preset (tokenizer first if it needs one)."""
+    """An existing teacher run, the shipped one for digits, or one trained with the dataset's preset (tokenizer
+    first if it needs one)."""
     from fewstep.cli.commands import tokenizer_report, train_run
 
     if teacher:
         return teacher
+    if data == "digits" and not data_dir and not tokenizer and (shipped := shipped_teacher("digits")):
+        return str(shipped)
     ds = load_dataset(data, data_dir)
     if ds.default_tokenizer == "vq" and not tokenizer:
         tokenizer = str(train_run("vq", {"name": data, "data_dir": data_dir}, str(out / "tokenizer")))

@@ -77,7 +77,7 @@ def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overri
     p = sub.add_parser(name, help=help_)
     p.add_argument("--data", required=True)
     p.add_argument("--data-dir")
-    p.add_argument("--teacher", help="teacher run (default: train one with the preset into <out>/teacher)")
+    p.add_argument("--teacher", help="teacher run (default: the one shipped for digits, else train one with the preset into <out>/teacher)")
     if tokenizer:
         p.add_argument("--tokenizer", help="tokenizer run for fashion_mnist/mnist (default: train one)")
     p.add_argument("--out", help=f"output folder (default runs/bench_{name}_<data>)")
