@@ -199,12 +199,12 @@ def test_noise_scale_multiplies_the_starting_noise_and_nothing_else():
         fewstep_sample(gen, labels, seeds, (2,), [80.0], noise_scale=0.0)
 
 
-def _trainer(tmp_path, *over):
+def _trainer(tmp_path, *over, method="dmd2"):
     from fewstep.experiment import build_experiment
     from fewstep.trainer import Trainer
 
     setup = DMD2.contract_setup(tmp_path)
-    exp = build_experiment("dmd2", setup["data"], None,
+    exp = build_experiment(method, setup["data"], None,
                            [f"method.teacher={setup['method']['teacher']}", "train.batch_size=8", "train.lr=1e-2",
                             "train.warmup_steps=0", "method.critic_updates=1", *over])
     tr = Trainer(exp.method, exp.train, tmp_path / "run", exp.record, show_progress=False)
@@ -290,6 +290,34 @@ def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
     assert all("tsm0/loss" in r and "generator0/loss" not in r for r in logs[:3])
     assert all("generator1/loss" in r and "tsm1/loss" not in r for r in logs[3:])
     assert (run / "checkpoints" / "step_00000005").is_dir()
+
+
+def test_small_critics_start_the_dm_stage_as_copies_of_their_tsm_trained_students(tmp_path):
+    tr = _trainer(tmp_path, "method.students=2", "method.student_channels=[8,8]", "method.tsm_steps=2",
+                  "method.small_critics=true", method="msd")
+    phase = {p.name: p for p in tr.phase_list}
+    state = lambda m: {k: v.clone() for k, v in m.state_dict().items()}  # noqa: E731
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    gen, critic = tr.raw["generator0"], tr.raw["critic0"].denoiser
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert size(critic) == size(gen) < size(tr.raw["teacher"])
+    for step in (0, 1):
+        tr._run_phase(phase["tsm0"], step, {})
+    after_tsm = state(gen)
+    assert not same(state(critic), after_tsm)
+    tr._run_phase(phase["generator0"], 2, {})  # the first DM step copies the student before updating it
+    assert same(state(critic), after_tsm) and not same(state(gen), after_tsm)
+    tr._run_phase(phase["critic0"], 2, {})
+    trained = state(critic)
+    tr._run_phase(phase["generator0"], 3, {})  # and only the first
+    assert same(state(critic), trained) and not same(trained, after_tsm)
+
+
+def test_small_critics_without_smaller_students_is_refused():
+    from fewstep.methods.msd import MSDConfig
+
+    with pytest.raises(ValueError, match="small_critics needs smaller students: set student_channels"):
+        MSDConfig(small_critics=True)
 
 
 def test_students_of_a_teacher_trained_with_dropout_have_none(tmp_path):

@@ -6,8 +6,10 @@ sample still costs one forward pass of one student. Same-size students start as 
 students (`student_channels`) are first trained by Teacher Score Matching (TSM, §3.3):
 lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
 sigma over the whole noise grid, for `tsm_steps` steps before the train.steps of the DM(+GAN) stage. Each
-student has its own critic and GAN head (teacher-sized), and its own stream of real images of its classes.
-There is no official code; this follows the paper's description.
+student has its own critic and GAN head, and its own stream of real images of its classes. The paper does not
+say how large the smaller students' critics are: by default they are teacher copies, as DMD starts its fake
+score; with `small_critics` each is the student's size and starts the DM stage as a copy of its TSM-trained
+student (what the generator itself starts from). There is no official code; this follows the paper's text.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class MSDConfig(DMD2Config):
     students: int = 4
     student_channels: tuple[int, ...] | None = None  # None: teacher-sized students (copies); else smaller UNets
     tsm_steps: int = 0  # TSM steps run before train.steps; smaller students only, and required for them
+    small_critics: bool = False  # critics of the students' size, copied from them when TSM ends
 
     def __post_init__(self):
         super().__post_init__()
@@ -42,6 +45,8 @@ class MSDConfig(DMD2Config):
             check_widths("student_channels", self.student_channels)
         if self.student_channels is not None and self.tsm_steps < 1:
             raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
+        if self.small_critics and self.student_channels is None:
+            raise ValueError("small_critics needs smaller students: set student_channels too, or drop small_critics")
 
 
 def partition_classes(num_classes: int, k: int) -> list[list[int]]:
@@ -93,7 +98,9 @@ class MSD(DMD2):
         for k in range(self.cfg.students):
             gen = self._copy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
             nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
-            nets[f"critic{k}"] = Net(self._critic(teacher), trainable=True, lr=self.cfg.critic_lr)
+            # a small critic's weights are placeholders until TSM ends (see seed_critic)
+            fake = self._small_student(teacher) if self.cfg.small_critics else teacher
+            nets[f"critic{k}"] = Net(self._critic(fake), trainable=True, lr=self.cfg.critic_lr)
         return self._start_from_run(nets)
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -117,11 +124,23 @@ class MSD(DMD2):
             g, c, s = f"generator{k}", f"critic{k}", f"part{k}"
             if tsm:
                 out.append(Phase(f"tsm{k}", lambda ctx, g=g, s=s: self.tsm_step(ctx, g, s), trains=(g,), stop=tsm))
-            out.append(Phase(f"generator{k}", lambda ctx, g=g, c=c, s=s: self.generator_step(ctx, g, c, s),
+            out.append(Phase(f"generator{k}", lambda ctx, g=g, c=c, s=s: self.dm_generator_step(ctx, g, c, s),
                              trains=(g,), start=tsm))
             out.append(Phase(f"critic{k}", lambda ctx, g=g, c=c, s=s: self.critic_step(ctx, c, g, s), trains=(c,),
                              repeat=self.cfg.critic_updates, start=tsm))
         return out
+
+    def dm_generator_step(self, ctx: StepContext, gen_name: str, critic_name: str, stream: str) -> StepOut:
+        if self.cfg.small_critics and ctx.step == self.stage_steps() > 0:
+            self.seed_critic(ctx.raw[gen_name], ctx.raw[critic_name])
+        return self.generator_step(ctx, gen_name, critic_name, stream)
+
+    @staticmethod
+    @torch.no_grad()
+    def seed_critic(student: torch.nn.Module, critic: torch.nn.Module) -> None:
+        """At the first DM step, the small critic's denoiser becomes a copy of its TSM-trained student: the fake
+        score then starts where the generator does, as a teacher-copy critic does for teacher-copy students."""
+        critic.denoiser.load_state_dict(student.state_dict())
 
     def tsm_step(self, ctx: StepContext, gen_name: str, stream: str) -> StepOut:
         """Teacher Score Matching: regress the student denoiser onto the teacher's denoiser on noised real data."""
