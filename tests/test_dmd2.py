@@ -313,6 +313,28 @@ def test_small_critics_start_the_dm_stage_as_copies_of_their_tsm_trained_student
     assert same(state(critic), trained) and not same(trained, after_tsm)
 
 
+def test_init_from_a_run_inside_tsm_is_refused_and_at_its_end_seeds_the_small_critics(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    small = ["method.students=2", "method.student_channels=[8,8]", "method.tsm_steps=2", "method.small_critics=true"]
+    run = train_run("msd", {"name": "digits"}, str(tmp_path / "msd"), extra_method={"teacher": teacher},
+                    overrides=small + ["train.steps=1", "train.batch_size=8", "train.ckpt_every=1",
+                                       "method.critic_updates=1", "train.keep_checkpoints=3"])
+    build = lambda step: build_experiment("msd", {"name": "digits"}, None, [  # noqa: E731
+        f"method.teacher={teacher}", *small, f"method.init_from={run / 'checkpoints' / f'step_{step:08d}'}"]).method.build()
+    with pytest.raises(FewstepError, match="stopped at step 1, inside its 2 TSM steps; finish that run first"):
+        build(1)
+    for step, seeded in ((2, True), (3, False)):  # at step 3 the critics have had a DM step of their own
+        nets = build(step)
+        for k in (0, 1):
+            gen, critic = nets[f"generator{k}"].module.state_dict(), nets[f"critic{k}"].module.denoiser.state_dict()
+            assert all(torch.equal(gen[n], critic[n]) for n in gen) == seeded, (step, k)
+
+
 def test_small_critics_without_smaller_students_is_refused():
     from fewstep.methods.msd import MSDConfig
 

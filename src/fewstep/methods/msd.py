@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fewstep import checkpoint as ckpt_io
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.methods.base import Net, Phase, StepContext, StepOut
@@ -102,6 +103,23 @@ class MSD(DMD2):
             fake = self._small_student(teacher) if self.cfg.small_critics else teacher
             nets[f"critic{k}"] = Net(self._critic(fake), trainable=True, lr=self.cfg.critic_lr)
         return self._start_from_run(nets)
+
+    def _start_from_run(self, nets: dict[str, Net]) -> dict[str, Net]:
+        nets = super()._start_from_run(nets)
+        if not self.cfg.init_from or self.resuming or self.cfg.student_channels is None:
+            return nets
+        ckpt = ckpt_io.resolve_checkpoint(self.cfg.init_from)
+        config, meta = ckpt_io.read_checkpoint_json(ckpt)
+        src = config.get("method", {})
+        tsm = int(src.get("tsm_steps") or 0) if src.get("student_channels") and not src.get("init_from") else 0
+        if meta["step"] < tsm:
+            raise FewstepError(f"method.init_from: '{self.cfg.init_from}' stopped at step {meta['step']}, inside its "
+                               f"{tsm} TSM steps; finish that run first (rerun it with the same --out) or pass one "
+                               f"of its checkpoints from step {tsm} on")
+        if meta["step"] == tsm and self.cfg.small_critics:  # its DM stage never began: the critics are placeholders
+            for k in range(self.cfg.students):
+                self.seed_critic(nets[f"generator{k}"].module, nets[f"critic{k}"].module)
+        return nets
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
         data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
