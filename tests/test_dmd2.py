@@ -335,11 +335,26 @@ def test_init_from_a_run_inside_tsm_is_refused_and_at_its_end_seeds_the_small_cr
             assert all(torch.equal(gen[n], critic[n]) for n in gen) == seeded, (step, k)
 
 
-def test_small_critics_without_smaller_students_is_refused():
-    from fewstep.methods.msd import MSDConfig
+def test_smaller_students_saved_before_small_critics_existed_resume_with_teacher_sized_critics(tmp_path):
+    from fewstep.checkpoint import latest_checkpoint
+    from fewstep.cli.commands import train_run
 
-    with pytest.raises(ValueError, match="small_critics needs smaller students: set student_channels"):
-        MSDConfig(small_critics=True)
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    over = ["method.students=2", "method.student_channels=[8,8]", "method.tsm_steps=1", "train.batch_size=8",
+            "method.critic_updates=1"]
+    train = lambda steps, *o: train_run("msd", {"name": "digits"}, str(tmp_path / "msd"),  # noqa: E731
+                                        overrides=[*over, f"train.steps={steps}", *o], extra_method={"teacher": teacher})
+    run = train(1, "method.small_critics=false")
+    cfg_file = latest_checkpoint(run) / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    del cfg["method"]["small_critics"]  # as an older fewstep saved it
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(FewstepError, match="small_critics: False there, True now"):
+        train(2)
+    train(2, "method.small_critics=false")
+    assert latest_checkpoint(run).name == "step_00000003"
 
 
 def test_students_of_a_teacher_trained_with_dropout_have_none(tmp_path):

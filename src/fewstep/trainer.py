@@ -89,10 +89,12 @@ RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "keep_checkpoints", "max_b
 
 
 def _field_defaults(cfg) -> dict:
-    """Default values of a config dataclass's fields (those with a plain default)."""
+    """What a run saved without a field behaved as: the field's default, unless the config class names the value
+    fields added with a new behaviour as default had before (`legacy_defaults`)."""
     if not dataclasses.is_dataclass(cfg):
         return {}
-    return {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    plain = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    return {**plain, **getattr(cfg, "legacy_defaults", {})}
 
 
 class Trainer:
@@ -202,12 +204,13 @@ class Trainer:
         defaults = {"method": _field_defaults(self.method.cfg), "data": _field_defaults(self.method.data_cfg)}
         for section in ("method", "data"):
             old, new = saved.get(section, {}), now.get(section, {})
-            # a key the saved run lacks was added to fewstep later; the run behaved as its default
-            diff = sorted(k for k in set(old) | set(new) if old.get(k, defaults[section].get(k)) != new.get(k))
+            # a key the saved run lacks was added to fewstep later
+            was = {k: old.get(k, defaults[section].get(k)) for k in set(old) | set(new)}
+            diff = sorted(f"{k}: {was[k]} there, {new.get(k)} now" for k in was if was[k] != new.get(k))
             if diff:
                 raise FewstepError(
-                    f"'{self.run_dir}' holds a run with a different {section} config ({', '.join(diff)}); "
-                    "use a new --out folder or pass --fresh to start over"
+                    f"'{self.run_dir}' holds a run with a different {section} config ({'; '.join(diff)}); "
+                    f"pass the same {section} settings to resume it, or use a new --out folder or --fresh to start over"
                 )
         a = {k: v for k, v in saved.get("train", {}).items() if k not in RESUMABLE_KEYS}
         b = {k: v for k, v in now.get("train", {}).items() if k not in RESUMABLE_KEYS}

@@ -7,16 +7,16 @@ students (`student_channels`) are first trained by Teacher Score Matching (TSM, 
 lambda(sigma) ||G_k(x_sigma; sigma) - D_teacher(x_sigma; sigma)||^2 on noised real data of their classes,
 sigma over the whole noise grid, for `tsm_steps` steps before the train.steps of the DM(+GAN) stage. Each
 student has its own critic and GAN head, and its own stream of real images of its classes. The paper does not
-say how large the smaller students' critics are: by default they are teacher copies, as DMD starts its fake
-score; with `small_critics` each is the student's size and starts the DM stage as a copy of its TSM-trained
-student (what the generator itself starts from). There is no official code; this follows the paper's text.
+say how large the smaller students' critics are: by default (`small_critics`) each is the student's size and starts
+the DM stage as a copy of its TSM-trained student, as DMD starts its fake score where the generator starts; with
+`small_critics=false` they are teacher copies. There is no official code; this follows the paper's text.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,7 +36,9 @@ class MSDConfig(DMD2Config):
     students: int = 4
     student_channels: tuple[int, ...] | None = None  # None: teacher-sized students (copies); else smaller UNets
     tsm_steps: int = 0  # TSM steps run before train.steps; smaller students only, and required for them
-    small_critics: bool = False  # critics of the students' size, copied from them when TSM ends
+    small_critics: bool = True  # smaller students' critics at their size, copied from them when TSM ends
+    # runs saved before small_critics existed had teacher-sized critics: they resume with small_critics=false
+    legacy_defaults: ClassVar[dict] = {"small_critics": False}
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,8 +48,8 @@ class MSDConfig(DMD2Config):
             check_widths("student_channels", self.student_channels)
         if self.student_channels is not None and self.tsm_steps < 1:
             raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
-        if self.small_critics and self.student_channels is None:
-            raise ValueError("small_critics needs smaller students: set student_channels too, or drop small_critics")
+        if self.student_channels is None:
+            self.small_critics = False  # same-size students' critics are teacher copies either way
 
 
 def partition_classes(num_classes: int, k: int) -> list[list[int]]:
