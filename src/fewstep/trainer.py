@@ -89,8 +89,8 @@ RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "keep_checkpoints", "max_b
 
 
 def _field_defaults(cfg) -> dict:
-    """What a run saved without a field behaved as: the field's default, unless the config class names the value
-    fields added with a new behaviour as default had before (`legacy_defaults`)."""
+    """What a run saved without a field behaved as: the field's default or, where that default is a new behaviour,
+    the old one its config class names in `legacy_defaults`."""
     if not dataclasses.is_dataclass(cfg):
         return {}
     plain = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}

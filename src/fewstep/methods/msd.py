@@ -118,7 +118,7 @@ class MSD(DMD2):
             raise FewstepError(f"method.init_from: '{self.cfg.init_from}' stopped at step {meta['step']}, inside its "
                                f"{tsm} TSM steps; finish that run first (rerun it with the same --out) or pass one "
                                f"of its checkpoints from step {tsm} on")
-        if meta["step"] == tsm and self.cfg.small_critics:  # its DM stage never began: the critics are placeholders
+        if meta["step"] == tsm > 0 and self.cfg.small_critics:  # its DM stage never began: the critics are placeholders
             for k in range(self.cfg.students):
                 self.seed_critic(nets[f"generator{k}"].module, nets[f"critic{k}"].module)
         return nets
