@@ -72,6 +72,14 @@ def route(labels: torch.Tensor, partition: list[list[int]]) -> torch.Tensor:
     return owner.to(labels.device)[labels]
 
 
+def tsm_stage_steps(method: dict) -> int:
+    """TSM steps a run with these method settings trains first: smaller students only, and none for students
+    started from an earlier run."""
+    if method.get("student_channels") is None or method.get("init_from"):
+        return 0
+    return int(method.get("tsm_steps") or 0)
+
+
 class MSD(DMD2):
     name = "msd"
     Config = MSDConfig
@@ -112,8 +120,7 @@ class MSD(DMD2):
             return nets
         ckpt = ckpt_io.resolve_checkpoint(self.cfg.init_from)
         config, meta = ckpt_io.read_checkpoint_json(ckpt)
-        src = config.get("method", {})
-        tsm = int(src.get("tsm_steps") or 0) if src.get("student_channels") and not src.get("init_from") else 0
+        tsm = tsm_stage_steps(config.get("method", {}))
         if meta["step"] < tsm:
             raise FewstepError(f"method.init_from: '{self.cfg.init_from}' stopped at step {meta['step']}, inside its "
                                f"{tsm} TSM steps; finish that run first (rerun it with the same --out) or pass one "
@@ -134,8 +141,7 @@ class MSD(DMD2):
         return {**streams, **self.teacher_streams({f"part{k}": c for k, c in enumerate(self.partition)})}
 
     def stage_steps(self) -> int:
-        """TSM steps: smaller students only, and not again for students started from an earlier run."""
-        return self.cfg.tsm_steps if self.cfg.student_channels is not None and not self.cfg.init_from else 0
+        return tsm_stage_steps(vars(self.cfg))
 
     def phases(self) -> list[Phase]:
         tsm = self.stage_steps()
