@@ -335,6 +335,33 @@ def test_init_from_a_run_inside_tsm_is_refused_and_at_its_end_seeds_the_small_cr
             assert all(torch.equal(gen[n], critic[n]) for n in gen) == seeded, (step, k)
 
 
+def test_msd_students_start_from_a_dmd2_run_each_as_its_generator_and_critic(tmp_path):
+    from safetensors.torch import load_file
+
+    from fewstep.checkpoint import resolve_checkpoint
+    from fewstep.cli.commands import train_run
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    run = train_run("dmd2", {"name": "digits"}, str(tmp_path / "dmd2"), extra_method={"teacher": teacher},
+                    overrides=["train.steps=2", "train.batch_size=8", "train.ema_decay=0.5", "method.critic_updates=1"])
+    ckpt = resolve_checkpoint(run)
+    want = {"generator": load_file(str(ckpt / "generator_ema.safetensors")),
+            "critic": load_file(str(ckpt / "critic.safetensors"))}
+    build = lambda *o: build_experiment("msd", {"name": "digits"}, None, [  # noqa: E731
+        f"method.teacher={teacher}", "method.students=3", f"method.init_from={run}", *o]).method.build()
+    nets = build()
+    for k in range(3):
+        for role in ("generator", "critic"):
+            got = nets[f"{role}{k}"].module.state_dict()
+            assert set(got) == set(want[role]) and all(torch.equal(got[n], want[role][n]) for n in got), (role, k)
+    assert any(not torch.equal(v, nets["teacher"].module.state_dict()[n]) for n, v in want["generator"].items())
+    with pytest.raises(FewstepError, match="is a dmd2 run, whose networks are the teacher's size"):
+        build("method.student_channels=[8,8]", "method.tsm_steps=1")
+
+
 def test_smaller_students_saved_before_small_critics_existed_resume_with_teacher_sized_critics(tmp_path):
     from fewstep.checkpoint import latest_checkpoint
     from fewstep.cli.commands import train_run

@@ -24,6 +24,7 @@ from fewstep import checkpoint as ckpt_io
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
 from fewstep.methods.base import Net, Phase, StepContext, StepOut
+from fewstep.methods.common.start import load_start_weights, start_run_method
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.edm import check_levels, check_widths, continuous_training_data
 from fewstep.models.unet import MLPDenoiser, UNetDenoiser
@@ -115,6 +116,8 @@ class MSD(DMD2):
         return self._start_from_run(nets)
 
     def _start_from_run(self, nets: dict[str, Net]) -> dict[str, Net]:
+        if self.cfg.init_from and not self.resuming and start_run_method(self.cfg.init_from) == "dmd2":
+            return self._start_from_dmd2(nets)
         nets = super()._start_from_run(nets)
         if not self.cfg.init_from or self.resuming or self.cfg.student_channels is None:
             return nets
@@ -128,6 +131,16 @@ class MSD(DMD2):
         if meta["step"] == tsm > 0 and self.cfg.small_critics:  # its DM stage never began: the critics are placeholders
             for k in range(self.cfg.students):
                 self.seed_critic(nets[f"generator{k}"].module, nets[f"critic{k}"].module)
+        return nets
+
+    def _start_from_dmd2(self, nets: dict[str, Net]) -> dict[str, Net]:
+        """Every same-size student starts as one DMD2 run's generator and every critic as its critic (GAN head
+        included): one trained one-step student, specialised per class range from there on."""
+        if self.cfg.student_channels is not None:
+            raise FewstepError(f"method.init_from: '{self.cfg.init_from}' is a dmd2 run, whose networks are the "
+                               "teacher's size; drop method.student_channels or pass an msd run of that size")
+        names = {f"{role}{k}": role for k in range(self.cfg.students) for role in ("generator", "critic")}
+        load_start_weights(self.cfg.init_from, "dmd2", {n: nets[n].module for n in names}, sources=names)
         return nets
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:

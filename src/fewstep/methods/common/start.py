@@ -8,18 +8,25 @@ from fewstep import checkpoint as ckpt_io
 from fewstep.errors import FewstepError
 
 
-def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.Module]) -> None:
+def start_run_method(init_from: str) -> str | None:
+    """The method an init_from run was trained with."""
+    config, _ = ckpt_io.read_checkpoint_json(ckpt_io.resolve_checkpoint(init_from))
+    return config.get("method", {}).get("name")
+
+
+def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.Module],
+                       sources: dict[str, str] | None = None) -> None:
     """Load each module from the run's EMA weights where it kept them (the weights its samples came from),
-    else its live ones. Only weights: the optimizer and LR schedule start afresh."""
+    else its live ones; `sources` names the run's network a module loads where the names differ. Only
+    weights: the optimizer and LR schedule start afresh."""
     ckpt = ckpt_io.resolve_checkpoint(init_from)
-    config, _ = ckpt_io.read_checkpoint_json(ckpt)
-    found = config.get("method", {}).get("name")
+    found = start_run_method(init_from)
     if found != method_name:
         raise FewstepError(f"method.init_from: '{init_from}' holds a {found} run; pass a {method_name} run "
                            "of the same teacher")
     for name, module in modules.items():
         try:
-            ckpt_io.load_weights(module, ckpt_io.sampling_weights(ckpt, name))
+            ckpt_io.load_weights(module, ckpt_io.sampling_weights(ckpt, (sources or {}).get(name, name)))
         except FewstepError as e:
             raise FewstepError(f"method.init_from: the {name} of '{init_from}' does not fit this run's network "
                                f"({e}); use a run distilled from the same teacher with the same network sizes") from None
