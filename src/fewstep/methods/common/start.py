@@ -1,4 +1,4 @@
-"""Starting weights from an earlier run of the same method (`method.init_from`, the finetune stage)."""
+"""Starting weights from an earlier run (`method.init_from`, the finetune stage): the same method, or DMD2 for MSD."""
 
 from __future__ import annotations
 
