@@ -360,6 +360,8 @@ def test_msd_students_start_from_a_dmd2_run_each_as_its_generator_and_critic(tmp
     assert any(not torch.equal(v, nets["teacher"].module.state_dict()[n]) for n, v in want["generator"].items())
     with pytest.raises(FewstepError, match="is a dmd2 run, whose networks are the teacher's size"):
         build("method.student_channels=[8,8]", "method.tsm_steps=1")
+    with pytest.raises(FewstepError, match="holds a edm run; pass an msd or a dmd2 run"):
+        build(f"method.init_from={teacher}")
 
 
 def test_smaller_students_saved_before_small_critics_existed_resume_with_teacher_sized_critics(tmp_path):

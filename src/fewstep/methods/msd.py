@@ -116,8 +116,13 @@ class MSD(DMD2):
         return self._start_from_run(nets)
 
     def _start_from_run(self, nets: dict[str, Net]) -> dict[str, Net]:
-        if self.cfg.init_from and not self.resuming and start_run_method(self.cfg.init_from) == "dmd2":
-            return self._start_from_dmd2(nets)
+        if self.cfg.init_from and not self.resuming:
+            found = start_run_method(self.cfg.init_from)
+            if found == "dmd2":
+                return self._start_from_dmd2(nets)
+            if found != self.name:
+                raise FewstepError(f"method.init_from: '{self.cfg.init_from}' holds a {found} run; pass an msd or a "
+                                   "dmd2 run of the same teacher")
         nets = super()._start_from_run(nets)
         if not self.cfg.init_from or self.resuming or self.cfg.student_channels is None:
             return nets
