@@ -20,7 +20,7 @@ def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.M
     else its live ones; `sources` names the run's network a module loads where the names differ. Only
     weights: the optimizer and LR schedule start afresh."""
     ckpt = ckpt_io.resolve_checkpoint(init_from)
-    found = start_run_method(init_from)
+    found = start_run_method(ckpt)  # the step folder resolved once: its method and its weights are the same step's
     if found != method_name:
         raise FewstepError(f"method.init_from: '{init_from}' holds a {found} run; pass a {method_name} run "
                            "of the same teacher")
