@@ -273,7 +273,8 @@ def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
     assert code == 0 and (tmp_path / "r.svg").read_text().lstrip().startswith("<?xml"), err
     code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 100, "--steps", 2, "--solver", "euler")
     assert code == 0, err
-    for flag, value, msg in [("--steps", 0, "steps must be >= 1"), ("--noise-scale", 0, "noise_scale must be > 0")]:
+    for flag, value, msg in [("--steps", 0, "steps must be >= 1"), ("--noise-scale", 0, "noise_scale must be > 0"),
+                             ("--sigma-scale", -1, "sigma_scale must be > 0")]:
         code, _, err = run_cli(capsys, "eval", "--run", run, "--n", 100, flag, value)
         assert code == 2 and msg in err and err.strip().count("\n") == 0, err
     assert {"energy", "precision", "class_acc", "modes_hit"} <= set(json.loads(out)["metrics"])

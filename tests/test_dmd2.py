@@ -75,6 +75,29 @@ def test_dm_gradient_points_along_the_score_difference():
     assert (cos > 0.999).all()
 
 
+class GaussianDenoiser(nn.Module):
+    """D(x; sigma) of N(0, std^2 I): shrinks x by std^2 / (std^2 + sigma^2)."""
+
+    def __init__(self, std):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x, sigma, labels, **_):
+        return x * (self.std**2 / (self.std**2 + sigma**2))[:, None]
+
+
+def test_teacher_sigma_scale_k_makes_a_k_times_wider_student_the_dm_fixed_point():
+    """Telling the teacher sigma / k widens its Gaussian target by exactly k at every level: a student k times wider
+    than the teacher gets no DM gradient, and the unscaled DM pushes that student back in (a positive x . g)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 2) * 0.6, torch.arange(256) % 8
+    nets = {"teacher": GaussianDenoiser(0.5), "critic": GaussianDenoiser(0.5 * 1.2)}
+    g = _bare_dmd2(teacher_sigma_scale=1.2).dm_grad(_ctx(nets), "critic", x, y)
+    assert g.abs().max() < 1e-3  # float32 rounding; unscaled, |g| averages 0.07 here
+    g = _bare_dmd2().dm_grad(_ctx(nets), "critic", x, y)
+    assert (x * g).sum(1).mean() > 0.02  # the surrogate moves x along -g: towards 0, the narrower teacher
+
+
 class RatioCritic(ExactDenoiser):
     """A fake score with a GAN head whose logit is a known function of its input."""
 
@@ -197,6 +220,19 @@ def test_noise_scale_multiplies_the_starting_noise_and_nothing_else():
     assert torch.allclose(two - one, z[:, 0], atol=1e-5) and torch.allclose(one - z[:, 0], z[:, 1], atol=1e-5)
     with pytest.raises(ValueError, match="noise_scale must be > 0"):
         fewstep_sample(gen, labels, seeds, (2,), [80.0], noise_scale=0.0)
+
+
+def test_sigma_scale_k_solves_the_ode_of_k_times_wider_gaussian_data():
+    """Told sigma / k, the exact denoiser of N(0, sd^2) is the exact denoiser of N(0, (k sd)^2) at sigma."""
+    sd, k = 0.5, 1.2
+    net = lambda x, s, y: x * (sd**2 / (s[:, None] ** 2 + sd**2))  # noqa: E731
+    wide_net = lambda x, s, y: x * ((k * sd) ** 2 / (s[:, None] ** 2 + (k * sd) ** 2))  # noqa: E731
+    labels, seeds = torch.zeros(2000, dtype=torch.long), list(range(2000))
+    scaled = edm_sample(net, labels, seeds, (2,), steps=32, sigma_scale=k)
+    assert torch.allclose(scaled, edm_sample(wide_net, labels, seeds, (2,), steps=32), atol=1e-5)
+    assert abs(float(scaled.std()) - k * sd) < 0.025
+    with pytest.raises(ValueError, match="sigma_scale must be > 0"):
+        edm_sample(net, labels, seeds, (2,), steps=4, sigma_scale=-1.0)
 
 
 def _trainer(tmp_path, *over, method="dmd2"):

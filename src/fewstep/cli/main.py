@@ -38,6 +38,9 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--solver", choices=["heun", "euler"], help="continuous teachers: ODE solver")
     g.add_argument("--noise-scale", type=float,
                    help="continuous runs: multiply the starting noise (a temperature; 1 = the trained prior)")
+    g.add_argument("--sigma-scale", type=float,
+                   help="EDM teachers: tell the denoiser sigma / K, so it removes less noise (1 = the trained model; "
+                        "the real score DMD2's method.teacher_sigma_scale=K matches)")
     g.add_argument("--r-init", type=float, help="one-step generators: initial [M] ratio")
     g.add_argument("--sigma-init", type=float, help="one-step generators: embedding noise")
 
@@ -49,7 +52,7 @@ DISTILLERS = {
 }
 
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
-                "desmooth", "r_init", "sigma_init", "solver", "noise_scale")
+                "desmooth", "r_init", "sigma_init", "solver", "noise_scale", "sigma_scale")
 
 
 def sampler_options(args: argparse.Namespace) -> dict:

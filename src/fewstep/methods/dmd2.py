@@ -46,6 +46,9 @@ HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
 class DMD2Config:
     teacher: str = ""  # run folder of an EDM teacher (fewstep train teacher --kind edm)
     teacher_cfg: float = 1.0  # guidance of the real score in the DM term (ImageNet recipe: none)
+    # the real score read at sigma / teacher_sigma_scale: k > 1 makes the teacher remove less noise, the
+    # under-dispersion EDM §4 counters with S_noise > 1 (a Gaussian's target spread widens by k); 1 = DMD
+    teacher_sigma_scale: float = 1.0
     num_levels: int = 1000  # the Karras grid DM and critic noise levels are drawn from
     dm_min: float = 0.02  # DM levels: [2%, 98%] of the grid (DMD §5, DreamFusion)
     dm_max: float = 0.98
@@ -107,6 +110,8 @@ class DMD2Config:
             raise ValueError(f"gan_real must be 'data' or 'teacher' (got {self.gan_real!r}) and gan_real_samples >= 1")
         if self.gan_real == "teacher" and not self.gan:
             raise ValueError("gan_real=teacher feeds the GAN term; set gan=true (or gan_real=data)")
+        if not self.teacher_sigma_scale > 0:
+            raise ValueError("teacher_sigma_scale must be > 0 (1: the teacher is told the true noise level)")
         if not self.regression_noise_scale > 0:
             raise ValueError("regression_noise_scale must be > 0 (1: the pairs start from the student's own noise)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
@@ -265,7 +270,8 @@ class DMD2(Method):
         sigma = self._level(x.shape[0], c.dm_min, c.dm_max, x.device)
         with torch.no_grad():
             x_t = x + expand(sigma, x) * torch.randn_like(x)
-            d_real = guided_denoise(ctx.net("teacher"), x_t, sigma, y, c.teacher_cfg, self.t_info["null_class"])
+            d_real = guided_denoise(ctx.net("teacher"), x_t, sigma / c.teacher_sigma_scale, y, c.teacher_cfg,
+                                    self.t_info["null_class"])
             critic = ctx.net(critic_name)
             if c.divergence == "rkl":
                 d_fake = critic(x_t, sigma, y)

@@ -22,11 +22,11 @@ def guided_denoise(net: Denoiser, x: torch.Tensor, sigma: torch.Tensor, labels: 
     return d_u + scale * (d_c - d_u)
 
 
-def checked_noise_scale(noise_scale: float | None) -> float:
+def checked_noise_scale(noise_scale: float | None, name: str = "noise_scale") -> float:
     if noise_scale is None:
         return 1.0
     if not noise_scale > 0.0:
-        raise ValueError(f"noise_scale must be > 0, got {noise_scale} (1 = the trained prior; a little above 1 "
+        raise ValueError(f"{name} must be > 0, got {noise_scale} (1 = the trained model; a little above 1 "
                          "widens the samples)")
     return float(noise_scale)
 
@@ -34,27 +34,29 @@ def checked_noise_scale(noise_scale: float | None) -> float:
 @torch.no_grad()
 def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tuple[int, ...], *, steps: int = 18,
                solver: str = "heun", cfg_scale: float = 1.0, null_class: int = 10, sigma_min: float = SIGMA_MIN,
-               sigma_max: float = SIGMA_MAX, rho: float = 7.0, noise_scale: float | None = None) -> torch.Tensor:
+               sigma_max: float = SIGMA_MAX, rho: float = 7.0, noise_scale: float | None = None,
+               sigma_scale: float | None = None) -> torch.Tensor:
     """Deterministic EDM sampler (Karras et al. 2022, Alg. 1): `steps` noise levels, Euler or Heun (2nd order,
     not on the last step), so NFE = steps (Euler) or 2 steps - 1 (Heun), doubled by CFG. Returns x_0.
-    `noise_scale` multiplies the starting noise (a temperature; None or 1 = the paper)."""
+    `noise_scale` multiplies the starting noise (a temperature; None or 1 = the paper); `sigma_scale` k tells the
+    denoiser sigma / k, so it removes less noise (on Gaussian data the samples widen by k; None or 1 = the paper)."""
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    noise_scale = checked_noise_scale(noise_scale)
+    noise_scale, k = checked_noise_scale(noise_scale), checked_noise_scale(sigma_scale, "sigma_scale")
     device = labels.device
     sig = torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
     x = SeedStream(seeds, device).randn(*shape).double() * (sig[0] * noise_scale)
     b = x.shape[0]
     for i in range(steps):
         s_cur, s_next = sig[i], sig[i + 1]
-        d = (x - guided_denoise(net, x.float(), torch.full((b,), float(s_cur), device=device), labels, cfg_scale,
+        d = (x - guided_denoise(net, x.float(), torch.full((b,), float(s_cur) / k, device=device), labels, cfg_scale,
                                 null_class).double()) / s_cur
         x_next = x + (s_next - s_cur) * d
         if solver == "heun" and i < steps - 1:
-            d2 = (x_next - guided_denoise(net, x_next.float(), torch.full((b,), float(s_next), device=device), labels,
-                                          cfg_scale, null_class).double()) / s_next
+            d2 = (x_next - guided_denoise(net, x_next.float(), torch.full((b,), float(s_next) / k, device=device),
+                                          labels, cfg_scale, null_class).double()) / s_next
             x_next = x + (s_next - s_cur) * 0.5 * (d + d2)
         x = x_next
     return x.float()
