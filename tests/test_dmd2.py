@@ -206,7 +206,7 @@ def test_edm_heun_sampler_with_exact_denoiser_recovers_the_ring():
 
 def test_noise_scale_multiplies_the_starting_noise_and_nothing_else():
     sd = 0.5  # N(0, sd^2) data: its exact denoiser makes the probability-flow ODE linear in the starting noise
-    net = lambda x, s, y: x * (sd**2 / (s[:, None] ** 2 + sd**2))  # noqa: E731
+    net = GaussianDenoiser(sd)
     labels, seeds = torch.zeros(2000, dtype=torch.long), list(range(2000))
     base = edm_sample(net, labels, seeds, (2,), steps=32)
     wide = edm_sample(net, labels, seeds, (2,), steps=32, noise_scale=1.3)
@@ -225,11 +225,10 @@ def test_noise_scale_multiplies_the_starting_noise_and_nothing_else():
 def test_sigma_scale_k_solves_the_ode_of_k_times_wider_gaussian_data():
     """Told sigma / k, the exact denoiser of N(0, sd^2) is the exact denoiser of N(0, (k sd)^2) at sigma."""
     sd, k = 0.5, 1.2
-    net = lambda x, s, y: x * (sd**2 / (s[:, None] ** 2 + sd**2))  # noqa: E731
-    wide_net = lambda x, s, y: x * ((k * sd) ** 2 / (s[:, None] ** 2 + (k * sd) ** 2))  # noqa: E731
+    net = GaussianDenoiser(sd)
     labels, seeds = torch.zeros(2000, dtype=torch.long), list(range(2000))
     scaled = edm_sample(net, labels, seeds, (2,), steps=32, sigma_scale=k)
-    assert torch.allclose(scaled, edm_sample(wide_net, labels, seeds, (2,), steps=32), atol=1e-5)
+    assert torch.allclose(scaled, edm_sample(GaussianDenoiser(k * sd), labels, seeds, (2,), steps=32), atol=1e-5)
     assert abs(float(scaled.std()) - k * sd) < 0.025
     with pytest.raises(ValueError, match="sigma_scale must be > 0"):
         edm_sample(net, labels, seeds, (2,), steps=4, sigma_scale=-1.0)
