@@ -519,6 +519,17 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
                         noise_scale=1.2)
     assert torch.equal(wide_pairs["z"], pairs["z"]) and torch.allclose(wide_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(wide_pairs["x"], pairs["x"], atol=1e-3)
+    told = build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", *reg,
+                                                                "method.regression_sigma_scale=1.5"]).method
+    told.build()
+    told_pairs = told.training_data()["pairs"]  # the teacher's sampler told sigma / 1.5 at every step
+    direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=1,
+                        solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"],
+                        sigma_scale=1.5)
+    assert torch.equal(told_pairs["z"], pairs["z"]) and torch.allclose(told_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(told_pairs["x"], pairs["x"], atol=1e-3)
+    with pytest.raises(ValueError, match="regression_sigma_scale must be > 0"):
+        DMD2Config(regression_sigma_scale=0.0)
     with pytest.raises(ValueError, match="one-step generators"):
         DMD2Config(regression_weight=1.0, gen_steps=4)
 

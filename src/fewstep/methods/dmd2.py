@@ -84,6 +84,9 @@ class DMD2Config:
     regression_steps: int | None = None  # the pairs' sampler steps; None: the teacher run's own (its solver either way)
     # the pairs' targets start from noise_scale x the student's input noise: G(sigma_max z) regresses on ODE(s sigma_max z)
     regression_noise_scale: float = 1.0
+    # ... and from the teacher's sampler told sigma / k (the sampler's --sigma-scale; 1 = the teacher as trained),
+    # so the pairs can come from the wider distribution teacher_sigma_scale aims the DM term at
+    regression_sigma_scale: float = 1.0
     # a DMD2 run of the same teacher to start the generator (its EMA weights) and critic (with its GAN head) from,
     # with a fresh optimizer: the official ImageNet recipe's second stage resumes its best checkpoint at 1/4 the LR
     init_from: str | None = None
@@ -114,6 +117,8 @@ class DMD2Config:
             raise ValueError("teacher_sigma_scale must be > 0 (1: the teacher is told the true noise level)")
         if not self.regression_noise_scale > 0:
             raise ValueError("regression_noise_scale must be > 0 (1: the pairs start from the student's own noise)")
+        if not self.regression_sigma_scale > 0:
+            raise ValueError("regression_sigma_scale must be > 0 (1: the pairs come from the teacher as trained)")
         if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
             raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
 
@@ -189,14 +194,17 @@ class DMD2(Method):
         (MSD shares it across students: filtering it by partition drops modes, MSD Fig. 8). Seeds from 10^9 on
         keep it apart from evaluation noise; the same pairs come back on resume. Also draws the held-out pairs
         (seeds from 2 x 10^9) the logged `reg_heldout` is measured on."""
-        steps, scale = self.cfg.regression_steps, self.cfg.regression_noise_scale
-        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS, steps, "held-out regression pairs", scale)
-        return self._teacher_pairs(10**9, self.cfg.regression_pairs, steps, "regression pairs", scale)
+        c = self.cfg
+        scales = {"noise_scale": c.regression_noise_scale, "sigma_scale": c.regression_sigma_scale}
+        self._heldout = self._teacher_pairs(2 * 10**9, HELDOUT_PAIRS, c.regression_steps, "held-out regression pairs",
+                                            **scales)
+        return self._teacher_pairs(10**9, c.regression_pairs, c.regression_steps, "regression pairs", **scales)
 
     def _teacher_pairs(self, first_seed: int, n: int, steps: int | None, what: str,
-                       noise_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                       noise_scale: float = 1.0, sigma_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """n class-balanced teacher ODE samples from seeds first_seed... at `steps` (None: the teacher run's own),
-        started from noise_scale x their noise z (z as drawn, unscaled, is returned beside them)."""
+        started from noise_scale x their noise z (z as drawn, unscaled, is returned beside them), the teacher told
+        sigma / sigma_scale."""
         from fewstep.metrics.evaluate import balanced_labels
 
         run = self._teacher()
@@ -209,7 +217,8 @@ class DMD2(Method):
             for i in range(0, n, 500):
                 out.append(edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
                                       steps=steps, solver=solver, cfg_scale=self.cfg.teacher_cfg,
-                                      null_class=run.info["null_class"], noise_scale=noise_scale).cpu())
+                                      null_class=run.info["null_class"], noise_scale=noise_scale,
+                                      sigma_scale=sigma_scale).cpu())
                 bar.update(len(out[-1]))
         return {"z": SeedStream(seeds).randn(*self.shape), "x": torch.cat(out), "labels": labels}
 
