@@ -510,24 +510,20 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
                         solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"])
     # batch 40 against 5 changes the float summation order; the untrained tiny teacher's outputs reach ~100
     assert torch.allclose(x2[:5], direct, rtol=1e-4, atol=1e-4) and not torch.allclose(x2, pairs["x"], atol=1e-3)
-    wide = build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", *reg,
-                                                                "method.regression_noise_scale=1.2"]).method
-    wide.build()
-    wide_pairs = wide.training_data()["pairs"]  # the targets start from 1.2 sigma_max z; the student's input stays z
-    direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=1,
-                        solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"],
-                        noise_scale=1.2)
-    assert torch.equal(wide_pairs["z"], pairs["z"]) and torch.allclose(wide_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(wide_pairs["x"], pairs["x"], atol=1e-3)
-    told = build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", *reg,
-                                                                "method.regression_sigma_scale=1.5"]).method
-    told.build()
-    told_pairs = told.training_data()["pairs"]  # the teacher's sampler told sigma / 1.5 at every step
-    direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=1,
-                        solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"],
-                        sigma_scale=1.5)
-    assert torch.equal(told_pairs["z"], pairs["z"]) and torch.allclose(told_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(told_pairs["x"], pairs["x"], atol=1e-3)
+    # regression_noise_scale: the targets start from 1.2 sigma_max z (the student's input stays z);
+    # regression_sigma_scale: the teacher's sampler is told sigma / 1.5 at every step
+    for option, sampler_kw in (("regression_noise_scale", "noise_scale"), ("regression_sigma_scale", "sigma_scale")):
+        k = 1.2 if option == "regression_noise_scale" else 1.5
+        other = build_experiment("dmd2", {"name": "digits"}, None,
+                                 [f"method.teacher={teacher}", *reg, f"method.{option}={k}"]).method
+        other.build()
+        other_pairs = other.training_data()["pairs"]
+        direct = edm_sample(t.nets["model"], pairs["labels"][:5], [10**9 + j for j in range(5)], (1, 8, 8), steps=1,
+                            solver=t.info["sampler"]["solver"], cfg_scale=1.0, null_class=t.info["null_class"],
+                            **{sampler_kw: k})
+        assert torch.equal(other_pairs["z"], pairs["z"])
+        assert torch.allclose(other_pairs["x"][:5], direct, rtol=1e-4, atol=1e-4), option
+        assert not torch.allclose(other_pairs["x"], pairs["x"], atol=1e-3), option
     with pytest.raises(ValueError, match="regression_sigma_scale must be > 0"):
         DMD2Config(regression_sigma_scale=0.0)
     with pytest.raises(ValueError, match="one-step generators"):
