@@ -512,8 +512,8 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
     assert torch.allclose(x2[:5], direct, rtol=1e-4, atol=1e-4) and not torch.allclose(x2, pairs["x"], atol=1e-3)
     # regression_noise_scale: the targets start from 1.2 sigma_max z (the student's input stays z);
     # regression_sigma_scale: the teacher's sampler is told sigma / 1.5 at every step
-    for option, sampler_kw in (("regression_noise_scale", "noise_scale"), ("regression_sigma_scale", "sigma_scale")):
-        k = 1.2 if option == "regression_noise_scale" else 1.5
+    for option, sampler_kw, k in (("regression_noise_scale", "noise_scale", 1.2),
+                                  ("regression_sigma_scale", "sigma_scale", 1.5)):
         other = build_experiment("dmd2", {"name": "digits"}, None,
                                  [f"method.teacher={teacher}", *reg, f"method.{option}={k}"]).method
         other.build()
