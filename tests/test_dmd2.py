@@ -616,3 +616,27 @@ def test_gan_inputs_respect_the_level_range_and_an_always_on_augmentation_is_ref
         DMD2Config(gan_augment=1.0)
     with pytest.raises(ValueError, match="gan_min < gan_max"):
         DMD2Config(gan_min=0.5, gan_max=0.5)
+
+
+def test_shipped_digits_config_resolves_to_the_two_stages_it_was_measured_as(capsys):
+    """configs/dmd2_digits_best.yaml is the chain BENCHMARKS.md measured (1.76, then 1.75): the first stage over
+    5,000 pairs with the teacher told sigma/1.1, the second started from it over 1,000 pairs at 1.2, EMA 0.999."""
+    from pathlib import Path
+
+    from fewstep.bench.common import SHIPPED_TEACHERS
+    from fewstep.cli.main import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "dmd2_digits_best.yaml"
+    assert main(["distill", "dmd2", "--teacher", str(SHIPPED_TEACHERS / "edm_digits"), "--config", str(config),
+                 "--out", "runs/best", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    first, end = json.JSONDecoder().raw_decode(out)
+    second = json.loads(out[end:])
+    common = {"regression_weight": 1.0, "regression_steps": 14, "gan_augment": 0.5, "divergence": "js",
+              "dm_min": 0.3, "gan_weight_gen": 3e-2}
+    for stage, own in ((first, {"teacher_sigma_scale": 1.1, "regression_pairs": 5000, "init_from": None}),
+                       (second, {"teacher_sigma_scale": 1.2, "regression_pairs": 1000, "init_from": "runs/best/base"})):
+        assert {k: stage["method"][k] for k in {**common, **own}} == {**common, **own}
+        assert stage["train"]["batch_size"] == 128 and stage["train"]["lr"] == 1e-4
+    assert (first["train"]["steps"], first["train"]["ema_decay"], first["train"]["ema_warmup"]) == (2750, 0.99, True)
+    assert (second["train"]["steps"], second["train"]["ema_decay"], second["train"]["ema_warmup"]) == (500, 0.999, False)
