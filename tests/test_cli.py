@@ -117,6 +117,7 @@ def test_info_lists_registries(capsys):
     (["train", "teacher", "--data", "digits", "train.ckpt_every=0"], "ckpt_every and max_bad_steps >= 1"),
     (["distill", "dmd2", "--teacher", SHIPPED_TEACHER, "method.critic_lr=0"],
      "critic_lr must be > 0"),
+    (["bench", "dmd2", "--data", "digits", "--speed-timings", "0"], "--speed-timings must be >= 1"),
 ])
 def test_bad_input_gives_one_line_error(capsys, argv, msg):
     code, out, err = run_cli(capsys, *argv)
@@ -240,7 +241,15 @@ def test_bench_dimo_and_dmd2_tiny(tmp_path, capsys, digits_teacher):
     data = json.loads((tmp_path / "b2" / "bench_dmd2.json").read_text())
     assert [r["nfe"] for r in data["teacher_by_steps"]] == [1, 3, 5, 9, 17, 35]
     assert [s["label"] for s in data["students"]] == ["DMD2 1-step, no GAN, critic ratio 5"]
-    assert "| real data (test vs train) |" in (tmp_path / "b2" / "bench_dmd2.md").read_text()
+    md = (tmp_path / "b2" / "bench_dmd2.md").read_text()
+    assert "| real data (test vs train) |" in md
+    # samples/s: the median of 5 timings of 20 samples each, apart from the scoring, for every row
+    speeds = [r["speed"] for r in data["teacher_by_steps"] + data["students"]]
+    assert all(sp["timings"] == 5 and sp["n"] == 20 for sp in speeds)
+    assert speeds[0]["gen_samples_per_s"] > speeds[5]["gen_samples_per_s"]  # 1 network evaluation against 35
+    best = min(data["teacher_by_steps"], key=lambda r: r["metrics"]["fid"])
+    ratio = data["students"][0]["speed"]["samples_per_s"] / best["speed"]["samples_per_s"]
+    assert f"{ratio:.1f}x the samples/s of the teacher's best fid (Heun {best['steps']} steps)" in md
     trained = data["students"][0]["run"]
     code, _, err = run_cli(capsys, "bench", "dmd2", "--data", "digits", "--teacher", edm, "--out", tmp_path / "b3",
                            "--n", 20, "--steps", "2", "--student", trained)

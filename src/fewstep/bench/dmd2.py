@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, parse_steps,
-                                  repeated_eval, shipped_teacher, slug, write_outputs)
+from fewstep.bench.common import (command_line, comparable_floor, machine, machine_line, markdown_table, measure_speed,
+                                  parse_steps, repeated_eval, shipped_teacher, slug, write_outputs)
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
@@ -84,6 +84,14 @@ def _params(run) -> int:
     return sum(p.numel() for p in nets[0].parameters()) if nets else 0
 
 
+def _speedups(t_rows: list[dict], results: list[dict], metric: str) -> str:
+    """Each student's samples/s over those of the teacher's best-scoring step count."""
+    best = min(t_rows, key=lambda r: r["metrics"][metric])
+    base = best["speed"]["samples_per_s"]
+    return "".join(f" {r['label']}: {r['speed']['samples_per_s'] / base:.1f}x the samples/s of the teacher's "
+                   f"best {metric} (Heun {best['steps']} steps)." for r in results)
+
+
 def bench_continuous(args, which: str) -> dict:
     from fewstep.cli.commands import resolve_device, train_run
     from fewstep.methods.edm import require_edm_teacher
@@ -102,18 +110,20 @@ def bench_continuous(args, which: str) -> dict:
     n, rep = args.n, args.repeats
     metric = "energy" if ev is None else "fid"
     students = [(path, load_student(path, ds_name, device)) for path in args.student or []]  # fail before any work
+    # samples/s apart from scoring: the median of several timings of the same samples, on the same batch size
+    timed = lambda run, **opt: measure_speed(run, min(n or 500, 500), args.speed_timings, **opt)  # noqa: E731
     t_rows = []
     for s in parse_steps(args.steps):
         say(f"teacher: Heun {s} steps")
         r = repeated_eval(teacher, n, rep, evaluator=ev, steps=s, solver="heun")
-        t_rows.append({"steps": s, "nfe": 2 * s - 1, **r})
+        t_rows.append({"steps": s, "nfe": 2 * s - 1, **r, "speed": timed(teacher, steps=s, solver="heun")})
     results, user_over = [], list(args.overrides or [])
     for path, run in students:
         say(f"student {path}")
         nfe = len(run.info["gen_sigmas"])
         results.append({"label": f"{run.method_name.upper()} {nfe}-step: {path}", "method": run.method_name,
                         "overrides": [], "run": str(run.path), "params": _params(run), "nfe": nfe,
-                        **repeated_eval(run, n, rep, evaluator=ev)})
+                        **repeated_eval(run, n, rep, evaluator=ev), "speed": timed(run)})
     for label, method, over in chosen:
         say(label)
         if method == "msd":
@@ -121,9 +131,9 @@ def bench_continuous(args, which: str) -> dict:
         run_dir = train_run(method, teacher.config["data"], str(out / slug(label)), overrides=user_over + over,
                             extra_method={"teacher": str(teacher_path)})
         run = load_run(run_dir, device=device)
-        r = repeated_eval(run, n, rep, evaluator=ev)
         results.append({"label": label, "method": method, "overrides": over, "run": str(run_dir),
-                        "params": _params(run), "nfe": len(run.info["gen_sigmas"]), **r})
+                        "params": _params(run), "nfe": len(run.info["gen_sigmas"]),
+                        **repeated_eval(run, n, rep, evaluator=ev), "speed": timed(run)})
     m = machine()
     command = command_line(f"fewstep bench {which} --data {args.data}")
     data = {"benchmark": which, "dataset": ds_name, "machine": m, "command": command, "teacher": str(teacher.path),
@@ -134,12 +144,12 @@ def bench_continuous(args, which: str) -> dict:
         floor = comparable_floor(t_rows[0])
         heads = ["sampler", "NFE", "params", "FID", "precision", "recall", "class acc", "samples/s"]
         row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["fid"], r["metrics"]["precision"],  # noqa: E731
-                                      r["metrics"]["recall"], r["metrics"]["class_acc"], r["samples_per_s"]]
+                                      r["metrics"]["recall"], r["metrics"]["class_acc"], r["speed"]["samples_per_s"]]
     else:
         floor = None
         heads = ["sampler", "NFE", "params", "energy distance", "precision", "class acc", "modes hit", "samples/s"]
         row = lambda lab, nfe, p, r: [lab, nfe, p, r["metrics"]["energy"], r["metrics"]["precision"],  # noqa: E731
-                                      r["metrics"]["class_acc"], r["metrics"]["modes_hit"], r["samples_per_s"]]
+                                      r["metrics"]["class_acc"], r["metrics"]["modes_hit"], r["speed"]["samples_per_s"]]
     batch_note = "" if which != "msd" else (
         " Each MSD student trains with the full batch B (K x the compute of DMD2)." if args.per_student_batch
         else " Each MSD student trains with batch B/K (equal total compute to DMD2).")
@@ -154,7 +164,9 @@ def bench_continuous(args, which: str) -> dict:
                     (f"FID/precision/recall in the features of fewstep's {ds_name} classifier (not Inception), "
                      if ev is not None else "Exact 2-D mixture metrics, ")
                     + f"n = {t_rows[0]['n']} per setting, mean of {rep} seed block(s). params = one student's "
-                      "generator (MSD: each of K students; a sample uses one)." + batch_note])
+                      "generator (MSD: each of K students; a sample uses one)." + batch_note
+                    + f" samples/s: the median of {args.speed_timings} timed generations of the same "
+                      f"{t_rows[0]['speed']['n']} samples." + _speedups(t_rows, results, metric)])
     series = {"EDM teacher (Heun)": ([r["nfe"] for r in t_rows], [r["metrics"][metric] for r in t_rows])}
     hl = {r["label"]: r["metrics"][metric] for r in results}
     if floor:

@@ -228,6 +228,8 @@ def is_shipped(folder: Path) -> bool:
 
 
 def cmd_bench(args) -> int:
+    if getattr(args, "speed_timings", 1) < 1:  # before any training or scoring
+        raise FewstepError("--speed-timings must be >= 1 (the samples/s reported is the median of that many timings)")
     if args.what == "teacher":
         from fewstep.bench.teacher import bench_teacher
 

@@ -76,7 +76,7 @@ def add_run_flags(p: argparse.ArgumentParser, config_sections: str, example: str
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
 
 
-def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overrides: bool = True):
+def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overrides: bool = True, speed: bool = True):
     p = sub.add_parser(name, help=help_)
     p.add_argument("--data", required=True)
     p.add_argument("--data-dir")
@@ -87,6 +87,8 @@ def add_bench_parser(sub, name: str, help_: str, tokenizer: bool = False, overri
     p.add_argument("--n", type=int, help="samples per setting (default: test split size)")
     p.add_argument("--repeats", type=int, default=1, help=REPEATS_HELP)
     p.add_argument("--device", default="auto")
+    if speed:
+        p.add_argument("--speed-timings", type=int, default=5, help="timed generations; the speed is their median")
     if overrides:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every distillation")
     return p
@@ -139,7 +141,7 @@ def build_parser() -> Parser:
     b = sub.add_parser("bench", help="benchmarks that write JSON + Markdown tables")
     b_sub = b.add_subparsers(dest="what", required=True, parser_class=Parser)
     bt = add_bench_parser(b_sub, "teacher", "teacher quality and speed at 1..32 steps, with and without CFG",
-                          tokenizer=True, overrides=False)
+                          tokenizer=True, overrides=False, speed=False)
     bt.add_argument("--steps", default="1,2,4,8,16,32", help="comma-separated step counts")
     bt.add_argument("--cfg", type=float, help="guidance scale of the 'with CFG' rows (default: the teacher's)")
     bt.add_argument("--remask", choices=["confidence", "random"], help="re-masking rule of every row")
@@ -149,7 +151,6 @@ def build_parser() -> Parser:
     bd.add_argument("--steps", default="1,2,4,8,16,32", help="teacher step counts")
     bd.add_argument("--ablations", default="", help="comma-separated: r_init,divergence,sigma_init")
     bd.add_argument("--ablation-steps", type=int, default=300, help="distillation steps per ablation run")
-    bd.add_argument("--speed-timings", type=int, default=5, help="timed generations; the speed is their median")
     for which in ("dmd2", "msd"):
         bc = add_bench_parser(b_sub, which, f"{which.upper()} students vs the EDM teacher at every NFE")
         bc.add_argument("--only", help="a whole variant label, or comma-separated substrings of labels (e.g. 'K=2,smaller')")
