@@ -14,27 +14,36 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from fewstep.checkpoint import export_inference, resolve_checkpoint, sampling_weights
+from fewstep.checkpoint import export_inference, read_checkpoint_json, resolve_checkpoint, sampling_weights
 from fewstep.errors import FewstepError
+
+
+def _parse(arg: str) -> tuple[Path, float]:
+    path, _, weight = arg.rpartition(":")
+    try:
+        return resolve_checkpoint(path), float(weight)
+    except ValueError:
+        sys.exit(f"'{arg}': the weight after the last ':' is not a number; write CKPT:W, e.g. runs/a:0.5")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or any(":" not in a for a in argv[1:]):
         sys.exit("usage: python scripts/blend_weights.py OUT CKPT:W [CKPT:W ...]")
-    out = Path(argv[0])
-    parts = [(resolve_checkpoint(a.rsplit(":", 1)[0]), float(a.rsplit(":", 1)[1])) for a in argv[1:]]
+    parts = [_parse(a) for a in argv[1:]]
     if abs(sum(w for _, w in parts) - 1.0) > 1e-6:
-        sys.exit(f"the weights sum to {sum(w for _, w in parts)}; make them sum to 1")
-    export_inference(parts[-1][0], out)
-    for f in sorted(out.glob("*_ema.safetensors")):
-        name = f.name.removesuffix("_ema.safetensors")
+        sys.exit(f"the weights sum to {sum(w for _, w in parts):g}; make them sum to 1")
+    last = parts[-1][0]
+    blended = {}
+    for name in read_checkpoint_json(last)[0].get("trainable", []):
         tensors = [(load_file(sampling_weights(ckpt, name)), w) for ckpt, w in parts]
-        keys = tensors[-1][0].keys()
-        if any(t.keys() != keys or any(t[k].shape != tensors[-1][0][k].shape for k in keys) for t, _ in tensors):
+        ref = tensors[-1][0]
+        if any(t.keys() != ref.keys() or any(t[k].shape != ref[k].shape for k in ref) for t, _ in tensors):
             sys.exit(f"network '{name}' differs between the checkpoints; blend only runs of one architecture")
-        blended = {k: sum(w * t[k].double() for t, w in tensors).to(tensors[-1][0][k].dtype)
-                   if tensors[-1][0][k].is_floating_point() else tensors[-1][0][k] for k in keys}
-        save_file(blended, f)
+        blended[name] = {k: sum(w * t[k].double() for t, w in tensors).to(v.dtype) if v.is_floating_point() else v
+                         for k, v in ref.items()}
+    out = export_inference(last, argv[0])
+    for name, tensors in blended.items():
+        save_file(tensors, out / f"{name}_ema.safetensors")
     print(f"wrote {out}")
 
 

@@ -40,6 +40,8 @@ def test_blend_is_the_weighted_sum_and_loads(tmp_path, digits_teacher):
 
 
 def test_blend_refuses_weights_that_do_not_sum_to_one(tmp_path, digits_teacher):
-    with pytest.raises(SystemExit, match="sum to 0.9"):
+    with pytest.raises(SystemExit, match="sum to 0.9;"):
         _blend()([str(tmp_path / "x"), f"{digits_teacher}:0.4", f"{digits_teacher}:0.5"])
     assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match="not a number"):
+        _blend()([str(tmp_path / "x"), f"{digits_teacher}:half", f"{digits_teacher}:0.5"])
