@@ -30,8 +30,9 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or any(":" not in a for a in argv[1:]):
         sys.exit("usage: python scripts/blend_weights.py OUT CKPT:W [CKPT:W ...]")
     parts = [_parse(a) for a in argv[1:]]
-    if abs(sum(w for _, w in parts) - 1.0) > 1e-6:
-        sys.exit(f"the weights sum to {sum(w for _, w in parts):g}; make them sum to 1")
+    total = sum(w for _, w in parts)
+    if abs(total - 1.0) > 1e-6:
+        sys.exit(f"the weights sum to {total:g}; make them sum to 1")
     last = parts[-1][0]
     blended = {}
     for name in read_checkpoint_json(last)[0].get("trainable", []):
