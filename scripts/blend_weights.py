@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from fewstep.checkpoint import export_inference, read_checkpoint_json, resolve_checkpoint, sampling_weights
+from fewstep.checkpoint import (export_inference, read_checkpoint_json, read_tensors, resolve_checkpoint,
+                                sampling_weights)
 from fewstep.errors import FewstepError
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> None:
     last = parts[-1][0]
     blended = {}
     for name in read_checkpoint_json(last)[0].get("trainable", []):
-        tensors = [(load_file(sampling_weights(ckpt, name)), w) for ckpt, w in parts]
+        tensors = [(read_tensors(sampling_weights(ckpt, name)), w) for ckpt, w in parts]
         ref = tensors[-1][0]
         if any(t.keys() != ref.keys() or any(t[k].shape != ref[k].shape for k in ref) for t, _ in tensors):
             sys.exit(f"network '{name}' differs between the checkpoints; blend only runs of one architecture")
