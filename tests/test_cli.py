@@ -117,6 +117,7 @@ def test_info_lists_registries(capsys):
     (["train", "teacher", "--data", "digits", "train.ckpt_every=0"], "ckpt_every and max_bad_steps >= 1"),
     (["distill", "dmd2", "--teacher", SHIPPED_TEACHER, "method.critic_lr=0"],
      "critic_lr must be > 0"),
+    (["distill", "dmd2", "--teacher", SHIPPED_TEACHER, "method.teacher_cfg=-0.5"], "teacher_cfg must be >= 0"),
     (["bench", "dmd2", "--data", "digits", "--speed-timings", "0"], "--speed-timings must be >= 1"),
 ])
 def test_bad_input_gives_one_line_error(capsys, argv, msg):
@@ -283,7 +284,7 @@ def test_edm_teacher_on_ring2d_and_digits(tmp_path, capsys):
     code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 100, "--steps", 2, "--solver", "euler")
     assert code == 0, err
     for flag, value, msg in [("--steps", 0, "steps must be >= 1"), ("--noise-scale", 0, "noise_scale must be > 0"),
-                             ("--sigma-scale", -1, "sigma_scale must be > 0")]:
+                             ("--sigma-scale", -1, "sigma_scale must be > 0"), ("--cfg", -1, "cfg must be >= 0")]:
         code, _, err = run_cli(capsys, "eval", "--run", run, "--n", 100, flag, value)
         assert code == 2 and msg in err and err.strip().count("\n") == 0, err
     assert {"energy", "precision", "class_acc", "modes_hit"} <= set(json.loads(out)["metrics"])

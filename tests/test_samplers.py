@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from fewstep.data.synthetic import ExactTeacher, MarkovMixture
@@ -71,6 +72,9 @@ def test_samples_do_not_depend_on_batch_composition():
     assert torch.equal(full, again)
     other = maskgit_sample(net, labels, [s + 100 for s in seeds], **kw)
     assert not torch.equal(full, other)
+    assert maskgit_sample(net, labels, seeds, **{**kw, "cfg_scale": 0.0}).shape == full.shape  # 0: unconditional
+    with pytest.raises(ValueError, match="cfg must be >= 0"):
+        maskgit_sample(net, labels, seeds, **{**kw, "cfg_scale": -1.0})
 
 
 def test_guidance_formula_and_ramp():

@@ -29,6 +29,7 @@ from fewstep.methods.common.distribution_matching import (
 )
 from fewstep.methods.common.start import load_start_weights
 from fewstep.processes.masked import forward_mask, get_schedule
+from fewstep.samplers import check_cfg_scale
 from fewstep.samplers.masked import categorical_from_uniform, guided_logits, hybrid_init, onestep_sample
 
 
@@ -78,6 +79,7 @@ class DiMOConfig:
             raise ValueError("generator_dropout must be in [0, 1)")
         if self.teacher_cfg_ramp not in ("constant", "linear"):
             raise ValueError("teacher_cfg_ramp must be 'constant' (official code) or 'linear'")
+        check_cfg_scale(self.teacher_cfg, "teacher_cfg")
         if self.aux_updates < 1:
             raise ValueError("aux_updates must be >= 1")
 

@@ -36,6 +36,7 @@ from fewstep.methods.common.start import load_start_weights
 from fewstep.methods.edm import continuous_info, continuous_training_data, require_edm_teacher
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
+from fewstep.samplers import check_cfg_scale
 from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
@@ -101,6 +102,7 @@ class DMD2Config:
         if not 0.0 <= self.gan_min < self.gan_max <= 1.0 or not 0.0 <= self.gan_augment < 1.0:
             raise ValueError("need 0 <= gan_min < gan_max <= 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
         check_divergence(self.divergence, self.alpha)
+        check_cfg_scale(self.teacher_cfg, "teacher_cfg")
         if self.divergence != "rkl" and not self.gan:
             raise ValueError(f"divergence {self.divergence} weighs the DM gradient by the GAN head's density ratio; "
                              "set gan=true (or divergence=rkl)")

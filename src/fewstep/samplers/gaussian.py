@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from fewstep.processes.gaussian import SIGMA_MAX, SIGMA_MIN, karras_sigmas
+from fewstep.samplers import check_cfg_scale
 from fewstep.samplers.noise import SeedStream
 
 Denoiser = Callable[..., torch.Tensor]
@@ -44,6 +45,7 @@ def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tup
         raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    check_cfg_scale(cfg_scale)
     noise_scale, k = checked_noise_scale(noise_scale), checked_noise_scale(sigma_scale, "sigma_scale")
     device = labels.device
     sig = torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from fewstep.processes.masked import get_schedule
+from fewstep.samplers import check_cfg_scale
 from fewstep.samplers.noise import SeedStream
 
 Net = Callable[..., torch.Tensor]
@@ -102,6 +103,7 @@ def maskgit_sample(
     if remask not in ("confidence", "random"):
         raise ValueError(f"unknown remask '{remask}'; choose confidence or random")
     check_temperature(temperature)
+    check_cfg_scale(cfg_scale)
     if not 0.0 <= desmooth < 1.0:
         raise ValueError(f"desmooth must be in [0, 1): the label smoothing the model was trained with, got {desmooth}")
     device = labels.device
