@@ -69,6 +69,23 @@ def test_resume_refuses_a_different_config(tmp_path):
         train_tiny_teacher(run, steps=4, extra=["method.dim=48"])
 
 
+def test_resume_may_change_precision_and_device_but_not_the_recipe(tmp_path, capsys, monkeypatch):
+    """A GPU run can go on on a CPU in the precision that is fast there: the state is fp32 either way."""
+    straight = _losses(train_tiny_teacher(tmp_path / "a", steps=3))
+    run = train_tiny_teacher(tmp_path / "b", steps=2)
+    monkeypatch.setenv("FEWSTEP_QUIET", "0")
+    train_tiny_teacher(run, steps=3, extra=["train.precision=bf16", "train.device=cpu"])
+    assert "train.precision changed from fp32 to bf16 at step 2" in capsys.readouterr().err
+    latest = ckpt_io.latest_checkpoint(run)
+    assert latest.name == "step_00000003"
+    assert json.loads((latest / "config.json").read_text())["train"]["precision"] == "bf16"
+    resumed = _losses(run)
+    assert resumed[2] == straight[2]  # the fp32 leg is the same run
+    assert resumed[3] != straight[3] and resumed[3] == pytest.approx(straight[3], rel=2e-2)  # bf16 rounding only
+    with pytest.raises(FewstepError, match=r"different train settings \(lr\)"):
+        train_tiny_teacher(run, steps=4, extra=["train.precision=bf16", "train.lr=1e-3"])
+
+
 def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path):
     """A key added to fewstep after a run was saved is compatible when it holds its default (how the run ran)."""
     run = train_tiny_teacher(tmp_path / "r", steps=2)

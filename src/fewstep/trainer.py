@@ -41,7 +41,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp32 on CPU: bf16 autocast is ~4x slower there)
+    # fp32 | bf16 | fp16. On a CPU bf16 autocast halves a UNet step where the CPU has AVX512-BF16 (2-core AMD EPYC)
+    # and made it ~4x slower on one without (2-core Intel Xeon): try both there
+    precision: str = "fp32"
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 25
     ckpt_every: int = 500
@@ -84,8 +86,9 @@ class TrainState:
 
 Hook = Callable[[TrainState], None]
 
-# keys of train config that may change when a run is resumed or extended
-RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "keep_checkpoints", "max_bad_steps"}
+# keys of train config that may change when a run is resumed or extended (weights and optimizer state are fp32 in
+# every precision, so a run started on a GPU may go on on a CPU, in the precision that is fast there)
+RESUMABLE_KEYS = {"steps", "log_every", "ckpt_every", "keep_checkpoints", "max_bad_steps", "precision", "device"}
 
 
 def _field_defaults(cfg) -> dict:
@@ -108,7 +111,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _accelerator(self):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
+        # accelerate fixes precision and device once per process; each run sets its own (the process group stays)
+        AcceleratorState._reset_state()
         cpu = self.cfg.device == "cpu" or (self.cfg.device == "auto" and not torch.cuda.is_available())
         if self.cfg.device == "cuda" and not torch.cuda.is_available():
             raise FewstepError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
@@ -218,7 +224,8 @@ class Trainer:
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             raise FewstepError(
                 f"'{self.run_dir}' was trained with different train settings ({', '.join(diff)}); "
-                "only steps/log/checkpoint cadence may change on resume; use a new --out or --fresh"
+                "only steps, log/checkpoint cadence, precision and device may change on resume; use a new --out "
+                "or --fresh"
             )
 
     def _resume(self) -> int:
@@ -230,6 +237,9 @@ class Trainer:
         if self.cfg.lr_schedule == "cosine" and config.get("train", {}).get("steps") != self.cfg.steps:
             say(f"note: train.steps changed from {config['train']['steps']} to {self.cfg.steps}; the cosine LR "
                 "schedule is recomputed for the new length")
+        if config.get("train", {}).get("precision", "fp32") != self.cfg.precision:
+            say(f"note: train.precision changed from {config['train'].get('precision', 'fp32')} to "
+                f"{self.cfg.precision} at step {meta['step']}; the run's config records the new one")
         for name in self.optims:
             ckpt_io.load_weights(self.raw[name], path / f"{name}.safetensors")
             opt = self.optims[name]
