@@ -41,8 +41,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n))
     seed: int = 0
-    # fp32 | bf16 | fp16. On a CPU bf16 autocast halves a UNet step where the CPU has AVX512-BF16 (2-core AMD EPYC)
-    # and made it ~4x slower on one without (2-core Intel Xeon): try both there
+    # fp32 | bf16 | fp16. On a CPU bf16 autocast made a UNet step 1.4-2x faster where the chip has AVX512-BF16
+    # (2-core AMD EPYC) and ~4x slower on one without (2-core Intel Xeon): time both there
     precision: str = "fp32"
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 25
