@@ -234,12 +234,13 @@ class Trainer:
             return 0
         config, meta = ckpt_io.read_checkpoint_json(path)
         self._check_compatible(config)
-        if self.cfg.lr_schedule == "cosine" and config.get("train", {}).get("steps") != self.cfg.steps:
-            say(f"note: train.steps changed from {config['train']['steps']} to {self.cfg.steps}; the cosine LR "
+        saved = config.get("train", {})
+        if self.cfg.lr_schedule == "cosine" and saved.get("steps") != self.cfg.steps:
+            say(f"note: train.steps changed from {saved.get('steps')} to {self.cfg.steps}; the cosine LR "
                 "schedule is recomputed for the new length")
-        if config.get("train", {}).get("precision", "fp32") != self.cfg.precision:
-            say(f"note: train.precision changed from {config['train'].get('precision', 'fp32')} to "
-                f"{self.cfg.precision} at step {meta['step']}; the run's config records the new one")
+        if saved.get("precision", "fp32") != self.cfg.precision:
+            say(f"note: train.precision changed from {saved.get('precision', 'fp32')} to {self.cfg.precision} at "
+                f"step {meta['step']}; the run's config records the new one")
         for name in self.optims:
             ckpt_io.load_weights(self.raw[name], path / f"{name}.safetensors")
             opt = self.optims[name]
