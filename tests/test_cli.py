@@ -95,6 +95,27 @@ def test_synthetic_teacher_eval_uses_exact_metrics(tmp_path, capsys):
     assert {"pair_kl", "nll_gap", "unigram_kl"} <= set(json.loads(out)["metrics"])
 
 
+def test_eval_checkpoints_scores_each_saved_step_once(tmp_path, capsys):
+    run = tmp_path / "s"
+    code, _, err = run_cli(capsys, "train", "teacher", "--data", "synthetic", "--out", run, *TINY_TEACHER,
+                           "train.steps=2", "train.ckpt_every=1")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--checkpoints", "--n", 100, "--steps", 2)
+    assert code == 0, err
+    lines = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2] and [json.loads(x) for x in out.splitlines()] == lines
+    code, out, _ = run_cli(capsys, "eval", "--run", run / "checkpoints" / "step_00000001", "--n", 100, "--steps", 2)
+    assert json.loads(out)["metrics"]["pair_kl"] == lines[0]["pair_kl"]  # the line belongs to that checkpoint
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--checkpoints", "--n", 100, "--steps", 2)
+    assert code == 0 and out == ""  # already scored with these settings
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--checkpoints", "--n", 50, "--steps", 2)
+    assert code == 0 and len((run / "eval.jsonl").read_text().splitlines()) == 4
+    code, _, err = run_cli(capsys, "eval", "--run", run / "checkpoints" / "step_00000001", "--checkpoints")
+    assert code == 2 and "takes a run folder" in err
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--checkpoints", "--json", tmp_path / "e.json")
+    assert code == 2 and "drop --json" in err
+
+
 def test_info_lists_registries(capsys):
     code, out, _ = run_cli(capsys, "info")
     assert code == 0 and "maskgit" in out and "fashion_mnist" in out

@@ -206,8 +206,10 @@ def cmd_eval(args) -> int:
 
     if args.repeats < 1 or (args.n is not None and args.n < 2):  # before the run is loaded, in the flags' names
         raise FewstepError("--repeats must be >= 1 and --n >= 2")
-    run = load_run(args.run, device=resolve_device(args.device))
     opts = sampler_options(args)
+    if args.checkpoints:
+        return eval_checkpoints(args, opts)
+    run = load_run(args.run, device=resolve_device(args.device))
     res = evaluate(run, args.n, args.repeats, **opts)
     res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
     print(json.dumps(res, indent=2))
@@ -217,6 +219,39 @@ def cmd_eval(args) -> int:
         say("not saved: the checkpoints shipped with fewstep stay unchanged; pass --json FILE to keep the result")
     else:
         write_json_atomic(run_root(run) / "eval.json", res)
+    return 0
+
+
+def eval_checkpoints(args, opts: dict) -> int:
+    """Evaluate every saved checkpoint of a run not yet scored with these settings, one eval.jsonl line each."""
+    from fewstep.api import evaluate
+    from fewstep.runs import load_run
+
+    root = Path(args.run)
+    steps = sorted((root / "checkpoints").glob("step_*")) if root.is_dir() else []
+    if args.json:
+        raise FewstepError(f"--checkpoints appends to {root}/eval.jsonl; drop --json")
+    if not steps:
+        raise FewstepError(f"'{root}' has no checkpoints/step_* folders; --checkpoints takes a run folder")
+    if is_shipped(root):
+        raise FewstepError("the checkpoints shipped with fewstep stay unchanged; copy the run folder to evaluate it")
+    log = root / "eval.jsonl"
+    setting = {"n": args.n, "repeats": args.repeats, "sampler": opts}
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    done = {r["step"] for r in rows if all(r.get(k) == v for k, v in setting.items())}
+    device = resolve_device(args.device)
+    metric = "fid"
+    for folder in steps:
+        step = int(folder.name.removeprefix("step_"))
+        if step in done:
+            continue
+        res = evaluate(load_run(folder, device=device), args.n, args.repeats, **opts)
+        line = {"step": step, **res["metrics"], "samples_per_s": res["samples_per_s"], **setting}
+        with open(log, "a") as f:  # one line per checkpoint, so an interrupted sweep keeps what it scored
+            f.write(json.dumps(line) + "\n")
+        print(json.dumps(line))
+        metric = "fid" if "fid" in line else next(iter(res["metrics"]))
+    say(f"{log}: draw it with `fewstep plot {root} --metric {metric} --out curve.png`")
     return 0
 
 

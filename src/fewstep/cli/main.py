@@ -135,6 +135,9 @@ def build_parser() -> Parser:
     e.add_argument("--n", type=int, help="samples per repeat (default: size of the test split)")
     e.add_argument("--repeats", type=int, default=1, help=REPEATS_HELP)
     e.add_argument("--json", help="write the result here (default <run>/eval.json)")
+    e.add_argument("--checkpoints", action="store_true",
+                   help="score every saved checkpoint of the run folder not yet scored with these settings, "
+                        "appending to <run>/eval.jsonl (for `fewstep plot`)")
     e.add_argument("--device", default="auto")
     add_sampler_flags(e)
 
