@@ -169,11 +169,15 @@ def save_checkpoint(
     pointer_tmp.write_text(final.name + "\n")
     os.replace(pointer_tmp, root / LATEST)
     if keep > 0:
-        done = sorted(p for p in root.glob("step_*") if p.is_dir())
-        for old in done[:-keep]:
+        for old in saved_checkpoints(root)[:-keep]:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def saved_checkpoints(root: Path) -> list[Path]:
+    """The step folders of a checkpoints folder, oldest first."""
+    return sorted(p for p in Path(root).glob("step_*") if p.is_dir())
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from fewstep.runlog import say
 from fewstep.runs import Run
 from fewstep.trainer import TrainState
+
+
+def append_eval_line(run_dir: Path, step: int, result: dict, **setting) -> dict:
+    """Append one evaluation (metrics, samples/s and the settings it ran with) to <run>/eval.jsonl."""
+    line = {"step": step, **result["metrics"], "samples_per_s": result["samples_per_s"], **setting}
+    with open(Path(run_dir) / "eval.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return line
 
 
 def eval_hook(n: int | None = None, **sampler_options):
@@ -20,9 +29,7 @@ def eval_hook(n: int | None = None, **sampler_options):
         run = Run(path=state.run_dir, config=state.method.full_config, meta={"step": state.step},
                   info=state.method.info(), nets=state.nets)
         res = evaluate_run(run, n=n, **sampler_options)
-        line = {"step": state.step, **res["metrics"], "samples_per_s": res["samples_per_s"]}
-        with open(state.run_dir / "eval.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+        append_eval_line(state.run_dir, state.step, res)
         shown = {k: round(v, 3) for k, v in res["metrics"].items() if k in ("fid", "class_acc", "pair_kl", "energy")}
         say(f"step {state.step}: {shown}")
 

@@ -29,6 +29,11 @@ class JsonlLog:
             f.write(json.dumps(clean) + "\n")
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The objects of a JSONL file, [] where it does not exist."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def read_curve(run_dir: str | Path, metric: str) -> tuple[list[int], list[float]]:
     """(steps, values) of `metric` from <run>/eval.jsonl (evaluations), else <run>/stats.jsonl (training logs)."""
     run_dir, seen = Path(run_dir), set()
@@ -36,7 +41,7 @@ def read_curve(run_dir: str | Path, metric: str) -> tuple[list[int], list[float]
         path = run_dir / name
         if not path.exists():
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)
         points = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None and "step" in r]
         if points:
             steps, values = zip(*sorted(dict(points).items()))

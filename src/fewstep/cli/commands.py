@@ -225,10 +225,13 @@ def cmd_eval(args) -> int:
 def eval_checkpoints(args, opts: dict) -> int:
     """Evaluate every saved checkpoint of a run not yet scored with these settings, one eval.jsonl line each."""
     from fewstep.api import evaluate
+    from fewstep.checkpoint import saved_checkpoints
+    from fewstep.hooks import append_eval_line
+    from fewstep.runlog import read_jsonl
     from fewstep.runs import load_run
 
     root = Path(args.run)
-    steps = sorted((root / "checkpoints").glob("step_*")) if root.is_dir() else []
+    steps = saved_checkpoints(root / "checkpoints")
     if args.json:
         raise FewstepError(f"--checkpoints appends to {root}/eval.jsonl; drop --json")
     if not steps:
@@ -237,8 +240,7 @@ def eval_checkpoints(args, opts: dict) -> int:
         raise FewstepError("the checkpoints shipped with fewstep stay unchanged; copy the run folder to evaluate it")
     log = root / "eval.jsonl"
     setting = {"n": args.n, "repeats": args.repeats, "sampler": opts}
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    done = {r["step"] for r in rows if all(r.get(k) == v for k, v in setting.items())}
+    done = {r["step"] for r in read_jsonl(log) if all(r.get(k) == v for k, v in setting.items())}
     device = resolve_device(args.device)
     metric = "fid"
     for folder in steps:
@@ -246,9 +248,7 @@ def eval_checkpoints(args, opts: dict) -> int:
         if step in done:
             continue
         res = evaluate(load_run(folder, device=device), args.n, args.repeats, **opts)
-        line = {"step": step, **res["metrics"], "samples_per_s": res["samples_per_s"], **setting}
-        with open(log, "a") as f:  # one line per checkpoint, so an interrupted sweep keeps what it scored
-            f.write(json.dumps(line) + "\n")
+        line = append_eval_line(root, step, res, **setting)  # at once: an interrupted sweep keeps what it scored
         print(json.dumps(line))
         metric = "fid" if "fid" in line else next(iter(res["metrics"]))
     say(f"{log}: draw it with `fewstep plot {root} --metric {metric} --out curve.png`")
