@@ -28,6 +28,13 @@ from safetensors.torch import load_file, save_file
 
 from fewstep.errors import FewstepError
 
+SHIPPED_TEACHERS = Path(__file__).resolve().parent / "assets" / "teachers"
+
+
+def shipped_teacher_names() -> list[str]:
+    """Teachers shipped in fewstep/assets/teachers, which --teacher/--run take by name from any install."""
+    return sorted(p.name for p in SHIPPED_TEACHERS.iterdir() if (p / "config.json").is_file())
+
 LATEST = "latest"
 
 
@@ -193,10 +200,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a run folder, a checkpoints folder or a step folder; return the step folder."""
+    """Accept a run folder, a checkpoints folder, a step folder or a shipped teacher's name; return the step folder."""
     p = Path(path)
+    if not p.exists() and str(path) in shipped_teacher_names():
+        p = SHIPPED_TEACHERS / str(path)
     if not p.exists():
-        raise FewstepError(f"'{p}' does not exist; pass a run folder (e.g. runs/teacher_digits) or a checkpoint")
+        raise FewstepError(f"'{p}' does not exist; pass a run folder (e.g. runs/teacher_digits), a checkpoint or the "
+                           f"name of a shipped teacher ({', '.join(shipped_teacher_names())})")
     if (p / "config.json").is_file() and (p / "meta.json").is_file():
         return p
     found = latest_checkpoint(p)

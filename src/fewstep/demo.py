@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fewstep.bench.common import SHIPPED_TEACHERS, machine, machine_line, shipped_teacher
-from fewstep.checkpoint import write_json_atomic
+from fewstep.bench.common import machine, machine_line, shipped_teacher
+from fewstep.checkpoint import SHIPPED_TEACHERS, write_json_atomic
 from fewstep.presets import preset
 from fewstep.runlog import say
 

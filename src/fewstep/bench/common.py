@@ -13,12 +13,9 @@ from pathlib import Path
 
 import torch
 
-from fewstep.checkpoint import write_json_atomic
+from fewstep.checkpoint import SHIPPED_TEACHERS, write_json_atomic
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
-
-
-SHIPPED_TEACHERS = Path(__file__).resolve().parent.parent / "assets" / "teachers"
 
 
 def shipped_teacher(folder: str) -> Path | None:

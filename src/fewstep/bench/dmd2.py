@@ -49,7 +49,7 @@ def ensure_edm_teacher(data: str, data_dir: str | None, out: Path, teacher: str 
 
     if teacher:
         return teacher
-    if data == "digits" and not data_dir and (shipped := shipped_teacher("edm_digits")):
+    if not data_dir and (shipped := shipped_teacher(f"edm_{data}")):
         return str(shipped)
     return str(train_run("edm", {"name": data, "data_dir": data_dir}, str(out / "teacher")))
 

@@ -327,6 +327,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from fewstep.checkpoint import shipped_teacher_names
     from fewstep.data import DATASETS
     from fewstep.methods import METHODS
     from fewstep.models import MODELS
@@ -336,6 +337,7 @@ def cmd_info(args) -> int:
     print("datasets: " + ", ".join(sorted(DATASETS)))
     print("networks: " + ", ".join(sorted(MODELS)))
     print("presets:  " + ", ".join(f"{m}/{d}" for m, d in sorted(PRESETS)))
+    print("teachers: " + ", ".join(shipped_teacher_names()) + "  (shipped; --teacher/--run take these names)")
     return 0
 
 
