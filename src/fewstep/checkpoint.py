@@ -28,14 +28,13 @@ from safetensors.torch import load_file, save_file
 
 from fewstep.errors import FewstepError
 
+LATEST = "latest"
 SHIPPED_TEACHERS = Path(__file__).resolve().parent / "assets" / "teachers"
 
 
 def shipped_teacher_names() -> list[str]:
     """Teachers shipped in fewstep/assets/teachers, which --teacher/--run take by name from any install."""
     return sorted(p.name for p in SHIPPED_TEACHERS.iterdir() if (p / "config.json").is_file())
-
-LATEST = "latest"
 
 
 def step_dirname(step: int) -> str:

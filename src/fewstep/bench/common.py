@@ -13,16 +13,16 @@ from pathlib import Path
 
 import torch
 
-from fewstep.checkpoint import SHIPPED_TEACHERS, write_json_atomic
+from fewstep.checkpoint import SHIPPED_TEACHERS, shipped_teacher_names, write_json_atomic
 from fewstep.errors import FewstepError
 from fewstep.runlog import say
 
 
 def shipped_teacher(folder: str) -> Path | None:
     """The teacher shipped in fewstep/assets/teachers/<folder>, when this install has it."""
-    path = SHIPPED_TEACHERS / folder
-    if not (path / "config.json").is_file():
+    if folder not in shipped_teacher_names():
         return None
+    path = SHIPPED_TEACHERS / folder
     say(f"teacher: the checkpoint shipped with fewstep ({path}; its COMMAND file says how it was made)")
     return path
 
