@@ -57,6 +57,29 @@ def test_exact_metrics_on_true_samples():
     assert exact_metrics(dist, uniform, labels)["pair_kl"] > 0.3
 
 
+def test_evaluator_reference_features_are_cached_and_a_damaged_cache_is_rebuilt(monkeypatch):
+    from fewstep.metrics import evaluator as E
+
+    ev = E.get_evaluator("digits")  # trains or loads the classifier, writes the features file
+    path = next((E.cache_dir() / "evaluators").glob("digits-*")) / "features.safetensors"
+    assert path.is_file()
+    fresh = ev.features_and_logits(ev.dataset.train_images)[0]
+    calls = []
+    real = E.Evaluator.features_and_logits
+    monkeypatch.setattr(E.Evaluator, "features_and_logits", lambda self, x, **k: calls.append(len(x)) or real(self, x, **k))
+    again = E._load_evaluator("digits", None)
+    assert calls == [] and torch.allclose(again.train_features, fresh, atol=1e-5)
+    assert again.test_features.shape == (len(ev.dataset.test_images), fresh.shape[1])
+    path.write_bytes(b"not a safetensors file")
+    rebuilt = E._load_evaluator("digits", None)
+    assert calls == [len(ev.dataset.train_images), len(ev.dataset.test_images)]
+    assert torch.allclose(rebuilt.train_features, fresh, atol=1e-5) and path.stat().st_size > 1000
+    # one floor per n, shared by every seed block, and a caller cannot change it
+    floor = rebuilt.real_floor(100)
+    floor["fid"] = -1.0
+    assert rebuilt.real_floor(100)["fid"] > 0 and len(calls) == 3
+
+
 def test_evaluator_orders_real_noisy_and_shuffled_digits():
     from fewstep.metrics.evaluator import get_evaluator
 
