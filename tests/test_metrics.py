@@ -71,6 +71,7 @@ def test_evaluator_reference_features_are_cached_and_a_damaged_cache_is_rebuilt(
     assert calls == [] and torch.allclose(again.train_features, fresh, atol=1e-5)
     assert again.test_features.shape == (len(ev.dataset.test_images), fresh.shape[1])
     path.write_bytes(b"not a safetensors file")
+    assert torch.equal(again.train_features, ev.train_features)  # held in memory, not mapped from the damaged file
     rebuilt = E._load_evaluator("digits", None)
     assert calls == [len(ev.dataset.train_images), len(ev.dataset.test_images)]
     assert torch.allclose(rebuilt.train_features, fresh, atol=1e-5) and path.stat().st_size > 1000

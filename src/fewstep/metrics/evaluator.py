@@ -176,7 +176,8 @@ def _reference_features(ev: Evaluator, path: Path) -> tuple[torch.Tensor, torch.
         try:
             t = read_tensors(path)
             if t["train"].shape[0] == len(ds.train_images) and t["test"].shape[0] == len(ds.test_images):
-                return t["train"], t["test"]
+                # copies: the loaded tensors map the file, and a later rewrite of it in place would crash this process
+                return t["train"].clone(), t["test"].clone()
         except (FewstepError, KeyError):
             pass  # damaged or foreign: recompute and overwrite below
     train, test = ev.features_and_logits(ds.train_images)[0], ev.features_and_logits(ds.test_images)[0]
