@@ -52,6 +52,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file that readers see whole or not at all (cf. write_json_atomic)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
+    os.close(fd)
+    save_file(_contiguous(tensors), tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from fewstep.checkpoint import load_weights, read_tensors, save_weights, write_json_atomic
+from fewstep.checkpoint import load_weights, read_tensors, save_weights, write_json_atomic, write_tensors_atomic
 from fewstep.data import Dataset, load_dataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.distances import frechet_distance, kernel_distance, prdc
@@ -181,8 +179,5 @@ def _reference_features(ev: Evaluator, path: Path) -> tuple[torch.Tensor, torch.
         except (FewstepError, KeyError):
             pass  # damaged or foreign: recompute and overwrite below
     train, test = ev.features_and_logits(ds.train_images)[0], ev.features_and_logits(ds.test_images)[0]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
-    os.close(fd)
-    save_file({"train": train.contiguous(), "test": test.contiguous()}, tmp)
-    os.replace(tmp, path)
+    write_tensors_atomic(path, {"train": train, "test": test})
     return train, test
