@@ -208,6 +208,8 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
     assert code == 0, err
     res = json.loads(out)
     assert res["repeats"] == 2 and "fid_std" in res["metrics"] and res["method"] == "dimo"
+    blocks = res["blocks"]["fid"]
+    assert len(blocks) == 2 and abs(sum(blocks) / 2 - res["metrics"]["fid"]) < 1e-9 and blocks[0] != blocks[1]
     code, _, err = run_cli(capsys, "export", "--run", run, "--out", tmp_path / "slim")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "slim").iterdir())

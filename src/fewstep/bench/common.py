@@ -48,7 +48,11 @@ def machine_line(m: dict) -> str:
 
 
 def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -> dict:
-    """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1)."""
+    """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1).
+
+    Block r draws the same noise for every model, so "blocks" (the headline metric per block) allows paired
+    comparisons, whose spread is far below the blocks' own.
+    """
     from fewstep.metrics.evaluate import evaluate_run
 
     t0 = time.perf_counter()
@@ -70,8 +74,9 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -
     out["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in results)
     out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
     out["repeats"] = repeats
-    setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
     headline = "fid" if "fid" in out["metrics"] else next(iter(out["metrics"]))  # exact metrics where no FID
+    out["blocks"] = {headline: [float(r["metrics"][headline]) for r in results]}
+    setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
     say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
         f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
     return out
