@@ -19,7 +19,9 @@ class Parser(argparse.ArgumentParser):
 
 
 REPEATS_HELP = ("independent seed blocks to average over; on small test splits (digits: 359) FID moves by 1-3 "
-                "between blocks: compare models with --n 4000 --repeats 3 (or about 12 blocks at the default n)")
+                "between blocks: compare models with --n 4000 --repeats 3 (or about 12 blocks at the default n). "
+                "Block r gives every model the same noise (labels are class-balanced); the JSON keeps each block's FID "
+                "(\"blocks\"), so two models can be compared block by block")
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
