@@ -12,6 +12,7 @@ import torch
 
 from fewstep.data import load_dataset
 from fewstep.errors import FewstepError
+from fewstep.runlog import progress
 from fewstep.runs import Run
 from fewstep.tokenizers import tokenizer_from_spec
 
@@ -27,6 +28,7 @@ def generate(run: Run, labels: torch.Tensor, seeds: list[int], batch_size: int =
         raise FewstepError(f"{len(labels)} labels but {len(seeds)} seeds")
     device = next(iter(run.nets.values())).parameters().__next__().device
     out, t = [], 0.0
+    bar = progress(len(labels), desc=f"sampling {run.method_name}")
     for i in range(0, len(labels), batch_size):
         lab = labels[i:i + batch_size].to(device)
         if device.type == "cuda":
@@ -37,6 +39,8 @@ def generate(run: Run, labels: torch.Tensor, seeds: list[int], batch_size: int =
             torch.cuda.synchronize()
         t += time.perf_counter() - t0
         out.append(toks.cpu())
+        bar.update(len(lab))
+    bar.close()
     return torch.cat(out), t
 
 
