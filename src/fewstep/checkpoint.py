@@ -41,25 +41,29 @@ def step_dirname(step: int) -> str:
     return f"step_{step:08d}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def _replace_atomically(path: Path, write) -> None:
+    """write(tmp) fills a temporary file beside `path`, which then replaces `path` in one rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+    os.close(fd)
+    write(tmp)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
     os.replace(tmp, path)
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _replace_atomically(path, write)
+
+
 def write_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """A safetensors file that readers see whole or not at all (cf. write_json_atomic)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)
-    os.close(fd)
-    save_file(_contiguous(tensors), tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """A safetensors file that readers see whole or not at all."""
+    _replace_atomically(path, lambda tmp: save_file(_contiguous(tensors), tmp))
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

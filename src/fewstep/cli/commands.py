@@ -148,8 +148,7 @@ def run_root(run) -> Path:
 
 
 def cmd_sample(args) -> int:
-    from safetensors.torch import save_file
-
+    from fewstep.checkpoint import write_tensors_atomic
     from fewstep.metrics.evaluate import decoder_for, generate
     from fewstep.runs import load_run
     from fewstep.samplers.noise import parse_seeds
@@ -177,7 +176,7 @@ def cmd_sample(args) -> int:
     tokens, secs = generate(run, labels, seeds, **sampler_options(args))
     say(f"{args.n} samples in {secs:.2f}s ({args.n / max(secs, 1e-9):.1f} samples/s)")
     if args.tokens:
-        save_file({"tokens": tokens.contiguous(), "labels": labels.contiguous()}, args.tokens)
+        write_tensors_atomic(args.tokens, {"tokens": tokens, "labels": labels})
         say(f"tokens -> {args.tokens}")
     ds, tok = decoder_for(run)
     images = tok.decode(tokens)
