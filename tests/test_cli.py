@@ -363,6 +363,36 @@ def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
     assert code == 2 and "--smooth must be at least 1" in err
 
 
+def test_compare_pairs_seed_blocks(tmp_path, capsys):
+    def write(name, fids, n=2000, space="classifier on fashion_mnist"):
+        path = tmp_path / name
+        path.write_text(json.dumps({"n": n, "feature_space": space, "blocks": {"fid": fids}}))
+        return path
+
+    base = write("teacher.json", [2.0, 3.0, 2.5])
+    # blocks spread by 0.5, the differences by 0.1: the paired error is far below the blocks' own spread
+    student = write("student.json", [2.1, 3.2, 2.5, 9.9])  # a 4th block has no partner and is left out
+    code, out, err = run_cli(capsys, "compare", base, student, "--json", tmp_path / "c.json")
+    assert code == 0, err
+    row = json.loads((tmp_path / "c.json").read_text())["comparisons"][0]
+    assert row["blocks"] == 3 and row["diffs"] == pytest.approx([0.1, 0.2, 0.0])
+    assert row["diff"] == pytest.approx(0.1) and row["diff_std"] == pytest.approx(0.1)
+    assert row["diff_se"] == pytest.approx(0.1 / 3 ** 0.5) and row["other"] == pytest.approx(2.6)
+    assert "+0.1000 (± 0.0577, per-block spread 0.1000, 3 blocks)" in out
+    code, out, _ = run_cli(capsys, "compare", base, write("one.json", [2.25]))
+    assert code == 0 and "+0.2500 (one block: no error estimate)" in out
+    for other, msg in [(write("n.json", [2.0], n=1000), "different sample counts"),
+                       (write("f.json", [2.0], space="digits"), "different feature spaces"),
+                       (tmp_path / "missing.json", "does not exist")]:
+        code, _, err = run_cli(capsys, "compare", base, other)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "old.json").write_text(json.dumps({"n": 2000, "metrics": {"fid": 2.0}}))
+    code, _, err = run_cli(capsys, "compare", base, tmp_path / "old.json")
+    assert code == 2 and "no per-block values" in err
+    code, _, err = run_cli(capsys, "compare", base, student, "--metric", "recall")
+    assert code == 2 and "not 'recall'" in err
+
+
 def test_eval_leaves_the_shipped_teacher_folder_unchanged(tmp_path, capsys):
     before = sorted(p.name for p in SHIPPED_TEACHER.iterdir())
     code, out, err = run_cli(capsys, "eval", "--run", SHIPPED_TEACHER, "--n", 8, "--steps", 1)

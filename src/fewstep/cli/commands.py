@@ -318,6 +318,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from fewstep.checkpoint import write_json_atomic
+    from fewstep.metrics.paired import load_eval, paired_difference
+
+    base = load_eval(args.base)
+    rows = [{"eval": path, **paired_difference(base, load_eval(path), args.metric)} for path in args.others]
+    print(f"{args.metric}: other - base, block by block (± standard error); base {args.base}")
+    for r in rows:
+        error = ("one block: no error estimate" if r["diff_se"] is None else
+                 f"± {r['diff_se']:.4f}, per-block spread {r['diff_std']:.4f}, {r['blocks']} blocks")
+        print(f"  {r['other']:.4g} vs {r['base']:.4g}: {r['diff']:+.4f} ({error})  {r['eval']}")
+    if args.json:
+        write_json_atomic(Path(args.json), {"base": args.base, "comparisons": rows})
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fewstep.demo import run_demo
 
@@ -341,5 +357,6 @@ def cmd_info(args) -> int:
 
 
 def dispatch(args) -> int:
-    return {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "export": cmd_export, "plot": cmd_plot, "demo": cmd_demo, "info": cmd_info}[args.command](args)
+    return {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval,
+            "compare": cmd_compare, "bench": cmd_bench, "export": cmd_export, "plot": cmd_plot, "demo": cmd_demo,
+            "info": cmd_info}[args.command](args)

@@ -1,4 +1,4 @@
-"""`fewstep` command line: train, distill, sample, eval, bench, demo, info."""
+"""`fewstep` command line: train, distill, sample, eval, compare, bench, export, plot, demo, info."""
 
 from __future__ import annotations
 
@@ -179,6 +179,12 @@ def build_parser() -> Parser:
     pl.add_argument("--smooth", type=int, default=1, help="trailing mean over N points (1 = raw)")
     pl.add_argument("--logy", action="store_true", help="log-scale y axis")
     pl.add_argument("--title")
+
+    c = sub.add_parser("compare", help="paired difference of eval results, seed block by seed block")
+    c.add_argument("base", help="eval JSON everything is compared against (e.g. the teacher's)")
+    c.add_argument("others", nargs="+", metavar="other", help="eval JSONs of the models to compare")
+    c.add_argument("--metric", default="fid", help="a metric the JSONs keep per block (default fid)")
+    c.add_argument("--json", help="also write the comparison here")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")
     d.add_argument("--out", default="runs/demo")
