@@ -210,6 +210,21 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
     assert res["repeats"] == 2 and "fid_std" in res["metrics"] and res["method"] == "dimo"
     blocks = res["blocks"]["fid"]
     assert len(blocks) == 2 and abs(sum(blocks) / 2 - res["metrics"]["fid"]) < 1e-9 and blocks[0] != blocks[1]
+    # a third block added later gives what three blocks at once give
+    (tmp_path / "e2.json").write_text(out)
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--extend", tmp_path / "e2.json", "--repeats", 3,
+                           "--json", tmp_path / "e3.json")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 30, "--repeats", 3)
+    extended, fresh = json.loads((tmp_path / "e3.json").read_text()), json.loads(out)
+    assert extended["blocks"]["fid"][:2] == blocks and extended["repeats"] == 3
+    assert extended["blocks"]["fid"] == pytest.approx(fresh["blocks"]["fid"])
+    assert extended["blocks"]["recall"] == pytest.approx(fresh["blocks"]["recall"])
+    assert extended["metrics"] == pytest.approx(fresh["metrics"])
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--extend", tmp_path / "e2.json", "--repeats", 3, "--cfg", 3)
+    assert code == 2 and "drop --cfg" in err
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--extend", tmp_path / "e2.json", "--repeats", 2)
+    assert code == 2 and "already has 2 blocks" in err
     code, _, err = run_cli(capsys, "export", "--run", run, "--out", tmp_path / "slim")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "slim").iterdir())
@@ -366,7 +381,8 @@ def test_plot_reads_eval_then_stats_and_rejects_bad_input(tmp_path, capsys):
 def test_compare_pairs_seed_blocks(tmp_path, capsys):
     def write(name, fids, n=2000, space="classifier on fashion_mnist"):
         path = tmp_path / name
-        path.write_text(json.dumps({"n": n, "feature_space": space, "blocks": {"fid": fids}}))
+        path.write_text(json.dumps({"n": n, "feature_space": space, "metrics": {"fid": sum(fids) / len(fids)},
+                                    "blocks": {"fid": fids}}))
         return path
 
     base = write("teacher.json", [2.0, 3.0, 2.5])
@@ -386,11 +402,24 @@ def test_compare_pairs_seed_blocks(tmp_path, capsys):
                        (tmp_path / "missing.json", "does not exist")]:
         code, _, err = run_cli(capsys, "compare", base, other)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
-    (tmp_path / "old.json").write_text(json.dumps({"n": 2000, "metrics": {"fid": 2.0}}))
+    old = {"n": 2000, "feature_space": "classifier on fashion_mnist", "metrics": {"fid": 2.3}, "repeats": 1}
+    (tmp_path / "old.json").write_text(json.dumps(old))  # one block from before evals kept blocks: block 0
+    code, out, _ = run_cli(capsys, "compare", base, tmp_path / "old.json")
+    assert code == 0 and "+0.3000 (one block" in out
+    (tmp_path / "old.json").write_text(json.dumps({**old, "repeats": 2}))
     code, _, err = run_cli(capsys, "compare", base, tmp_path / "old.json")
     assert code == 2 and "no per-block values" in err
     code, _, err = run_cli(capsys, "compare", base, student, "--metric", "recall")
     assert code == 2 and "not 'recall'" in err
+    later = json.loads(student.read_text()) | {"first_block": 3}  # blocks 3-6 share no noise with blocks 0-2
+    (tmp_path / "later.json").write_text(json.dumps(later))
+    code, _, err = run_cli(capsys, "compare", base, tmp_path / "later.json")
+    assert code == 2 and "share no seed block" in err
+    from fewstep.bench.common import extend_eval
+
+    fid_only = {"n": 10, "metrics": {"fid": 1.0, "recall": 0.5}, "blocks": {"fid": [1.0, 1.0]}, "repeats": 2}
+    with pytest.raises(FewstepError, match="not of recall"):
+        extend_eval(None, fid_only, 3)
 
 
 def test_eval_leaves_the_shipped_teacher_folder_unchanged(tmp_path, capsys):

@@ -47,38 +47,65 @@ def machine_line(m: dict) -> str:
     return f"{dev}; torch {m['torch']}; measured {m['date']}"
 
 
-def repeated_eval(run, n: int | None, repeats: int, evaluator=None, **options) -> dict:
-    """evaluate_run over `repeats` disjoint seed blocks; metric -> mean (and '<metric>_std' when repeats > 1).
+def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block: int = 0, **options) -> dict:
+    """evaluate_run over seed blocks first_block .. first_block+repeats-1; metric -> mean (and '<metric>_std' when
+    repeats > 1), "blocks" -> metric -> the value of each block.
 
-    Block r draws the same noise for every model, so "blocks" (the headline metric per block) allows paired
-    comparisons, whose spread is far below the blocks' own.
+    Block r draws the same noise for every model, so the blocks allow paired comparisons (`fewstep compare`), whose
+    spread is far below the blocks' own, and an eval can later be extended by more blocks (`extend_eval`).
     """
     from fewstep.metrics.evaluate import evaluate_run
 
     t0 = time.perf_counter()
     results = []
-    for r in range(repeats):
+    for r in range(first_block, first_block + repeats):
         res = evaluate_run(run, n=n, seed_offset=r * 1_000_000, evaluator=evaluator, **options)
         results.append(res)
     out = {k: v for k, v in results[0].items() if k not in ("metrics", "floor")}
-    for section in ("metrics", "floor"):
-        if section not in results[0]:
-            continue
-        agg = {}
-        for k in results[0][section]:
-            vals = [float(r[section][k]) for r in results]
-            agg[k] = statistics.fmean(vals)
-            if repeats > 1 and k != "n":
-                agg[k + "_std"] = statistics.stdev(vals)
-        out[section] = agg
-    out["samples_per_s"] = statistics.fmean(r["samples_per_s"] for r in results)
-    out["gen_samples_per_s"] = statistics.fmean(r["gen_samples_per_s"] for r in results)
-    out["repeats"] = repeats
+    out["blocks"] = {k: [float(r["metrics"][k]) for r in results] for k in results[0]["metrics"] if k != "n"}
+    out["metrics"] = block_means(out["blocks"], results[0]["metrics"]["n"])
+    if "floor" in results[0]:  # the real data's own score: the same for every block
+        out["floor"] = results[0]["floor"]
+    for key in ("samples_per_s", "gen_samples_per_s"):
+        out[key] = statistics.fmean(r[key] for r in results)
+    out["repeats"], out["first_block"] = repeats, first_block
     headline = "fid" if "fid" in out["metrics"] else next(iter(out["metrics"]))  # exact metrics where no FID
-    out["blocks"] = {headline: [float(r["metrics"][headline]) for r in results]}
     setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
     say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
         f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def block_means(blocks: dict, n) -> dict:
+    """metric -> mean over blocks, and '<metric>_std' (their standard deviation) where there are two or more."""
+    agg = {}
+    for k, vals in blocks.items():
+        agg[k] = statistics.fmean(vals)
+        if len(vals) > 1:
+            agg[k + "_std"] = statistics.stdev(vals)
+    return {**agg, "n": n}
+
+
+def extend_eval(run, old: dict, repeats: int, evaluator=None, **options) -> dict:
+    """`old` (an eval result of `run` with these options) extended to `repeats` seed blocks: the missing blocks are
+    scored and every mean recomputed, as if all blocks had been scored at once."""
+    from fewstep.metrics.paired import blocks_of
+
+    blocks = blocks_of(old)
+    missing = sorted(k for k in old["metrics"] if k != "n" and not k.endswith("_std") and k not in blocks)
+    if missing:
+        raise FewstepError(f"this eval keeps per-block values of {sorted(blocks)} only, not of {', '.join(missing)} "
+                           "(written before evals kept every metric's blocks): score it again instead of extending")
+    have = len(next(iter(blocks.values())))
+    first = old.get("first_block", 0)
+    if repeats <= have:
+        raise FewstepError(f"the eval already has {have} blocks; ask for more with --repeats (e.g. {have + 4})")
+    new = repeated_eval(run, old["n"], repeats - have, evaluator=evaluator, first_block=first + have, **options)
+    merged = {k: blocks[k] + new["blocks"][k] for k in blocks}
+    out = {**new, "blocks": merged, "metrics": block_means(merged, new["metrics"]["n"]), "repeats": repeats,
+           "first_block": first}
+    for key in ("samples_per_s", "gen_samples_per_s"):  # weighted by blocks; a missing old speed counts as new
+        out[key] = (old.get(key, new[key]) * have + new[key] * (repeats - have)) / repeats
     return out
 
 

@@ -208,6 +208,8 @@ def cmd_eval(args) -> int:
     opts = sampler_options(args)
     if args.checkpoints:
         return eval_checkpoints(args, opts)
+    if args.extend:
+        return extend_eval_file(args, opts)
     run = load_run(args.run, device=resolve_device(args.device))
     res = evaluate(run, args.n, args.repeats, **opts)
     res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
@@ -221,6 +223,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def extend_eval_file(args, opts: dict) -> int:
+    """Score more seed blocks for an earlier eval of the same run and settings, and rewrite it with every mean."""
+    from fewstep.bench.common import extend_eval
+    from fewstep.checkpoint import write_json_atomic
+    from fewstep.metrics.paired import load_eval
+    from fewstep.runs import load_run
+
+    old = load_eval(args.extend)
+    if args.n is not None and args.n != old["n"]:
+        raise FewstepError(f"'{args.extend}' scored n = {old['n']} per block; drop --n (blocks pair only at one n)")
+    sampler = old.get("sampler", {})
+    changed = sorted(k for k, v in opts.items() if sampler.get(k) != v)
+    if changed:
+        raise FewstepError(f"'{args.extend}' was scored with sampler {sampler}; drop --{changed[0].replace('_', '-')} "
+                           "(an extension uses the eval's own settings) or start a new eval")
+    run = load_run(args.run, device=resolve_device(args.device))
+    if Path(old["run"]).resolve() != Path(str(run.path)).resolve():
+        raise FewstepError(f"'{args.extend}' scored the run '{old['run']}', not '{run.path}'; pass that --run")
+    res = extend_eval(run, old, args.repeats, **sampler)
+    res.update({"run": old["run"], "method": run.method_name, "sampler": sampler})
+    print(json.dumps(res, indent=2))
+    write_json_atomic(Path(args.json or args.extend), res)
+    return 0
+
+
 def eval_checkpoints(args, opts: dict) -> int:
     """Evaluate every saved checkpoint of a run not yet scored with these settings, one eval.jsonl line each."""
     from fewstep.api import evaluate
@@ -231,8 +258,8 @@ def eval_checkpoints(args, opts: dict) -> int:
 
     root = Path(args.run)
     steps = saved_checkpoints(root / "checkpoints")
-    if args.json:
-        raise FewstepError(f"--checkpoints appends to {root}/eval.jsonl; drop --json")
+    if args.json or args.extend:
+        raise FewstepError(f"--checkpoints appends to {root}/eval.jsonl; drop --json and --extend")
     if not steps:
         raise FewstepError(f"'{root}' has no checkpoints/step_* folders; --checkpoints takes a run folder")
     if is_shipped(root):

@@ -137,6 +137,9 @@ def build_parser() -> Parser:
     e.add_argument("--n", type=int, help="samples per repeat (default: size of the test split)")
     e.add_argument("--repeats", type=int, default=1, help=REPEATS_HELP)
     e.add_argument("--json", help="write the result here (default <run>/eval.json)")
+    e.add_argument("--extend", metavar="FILE",
+                   help="an earlier eval JSON of this run: score its next seed blocks up to --repeats in all, with "
+                        "its n and sampler, and rewrite it (or --json) with every mean over all blocks")
     e.add_argument("--checkpoints", action="store_true",
                    help="score every saved checkpoint of the run folder not yet scored with these settings, "
                         "appending to <run>/eval.jsonl (for `fewstep plot`)")

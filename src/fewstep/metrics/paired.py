@@ -23,10 +23,23 @@ def load_eval(path: str | Path) -> dict:
         raise FewstepError(f"'{path}' does not exist; write one with `fewstep eval --run R --repeats N --json {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FewstepError(f"'{path}' is not JSON; pass a file written by `fewstep eval --json`") from None
-    if not isinstance(result, dict) or "blocks" not in result:
-        raise FewstepError(f"'{path}' has no per-block values (\"blocks\"): score the run again with "
-                           "`fewstep eval --run R --repeats N --json FILE` (evals before 2026-12-06 kept only means)")
+    if not isinstance(result, dict) or "metrics" not in result:
+        raise FewstepError(f"'{path}' is not an eval result; pass a file written by `fewstep eval --json`")
+    try:
+        result["blocks"] = blocks_of(result)
+    except FewstepError as e:
+        raise FewstepError(f"'{path}': {e}") from None
     return result
+
+
+def blocks_of(result: dict) -> dict:
+    """metric -> per-block values of an eval result; a one-block eval from before evals kept blocks is its means."""
+    if "blocks" in result:
+        return result["blocks"]
+    if result.get("repeats", 1) == 1:
+        return {k: [v] for k, v in result["metrics"].items() if k != "n" and not k.endswith("_std")}
+    raise FewstepError("this eval has no per-block values (evals before 2026-12-06 kept only means): score the run "
+                       "again with `fewstep eval --run R --repeats N --json FILE`")
 
 
 def paired_difference(base: dict, other: dict, metric: str = "fid") -> dict:
@@ -41,11 +54,15 @@ def paired_difference(base: dict, other: dict, metric: str = "fid") -> dict:
     if base.get("feature_space") != other.get("feature_space"):
         raise FewstepError(f"the evals use different feature spaces ('{base.get('feature_space')}' and "
                            f"'{other.get('feature_space')}'): compare runs of one dataset")
-    # block r is seeded by r alone, so the first k blocks of any two evals are the same noise
-    a, b = base["blocks"][metric], other["blocks"][metric]
-    k = min(len(a), len(b))
-    diffs = [y - x for x, y in zip(a[:k], b[:k])]
+    # block r is seeded by r alone, so blocks of one index are the same noise in every eval
+    a, b = (dict(enumerate(res["blocks"][metric], start=res.get("first_block", 0))) for res in (base, other))
+    common = sorted(a.keys() & b.keys())
+    if not common:
+        raise FewstepError(f"the evals share no seed block (blocks {sorted(a)} and {sorted(b)}); score more blocks "
+                           "with `fewstep eval --extend FILE --repeats N`")
+    k = len(common)
+    diffs = [b[i] - a[i] for i in common]
     spread = statistics.stdev(diffs) if k > 1 else None  # one block gives a difference but no error
-    return {"metric": metric, "blocks": k, "base": statistics.fmean(a[:k]), "other": statistics.fmean(b[:k]),
-            "diff": statistics.fmean(diffs), "diff_std": spread,
+    return {"metric": metric, "blocks": k, "base": statistics.fmean(a[i] for i in common),
+            "other": statistics.fmean(b[i] for i in common), "diff": statistics.fmean(diffs), "diff_std": spread,
             "diff_se": None if spread is None else spread / math.sqrt(k), "diffs": diffs}
