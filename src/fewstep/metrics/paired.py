@@ -20,7 +20,8 @@ def load_eval(path: str | Path) -> dict:
     try:
         result = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FewstepError(f"'{path}' does not exist; write one with `fewstep eval --run R --repeats N --json {path}`") from None
+        raise FewstepError(f"'{path}' does not exist; write one with "
+                           f"`fewstep eval --run R --repeats N --json {path}`") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FewstepError(f"'{path}' is not JSON; pass a file written by `fewstep eval --json`") from None
     if not isinstance(result, dict) or "metrics" not in result:
