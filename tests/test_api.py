@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from fewstep.api import distill, evaluate, load_run, train_teacher
+from fewstep.api import compare, distill, evaluate, load_run, train_teacher
 from fewstep.cli.main import main
 from fewstep.errors import FewstepError
 
@@ -29,6 +29,9 @@ def test_train_distill_evaluate_match_the_cli(tmp_path, capsys):
     cli = json.loads((tmp_path / "e.json").read_text())
     assert res["metrics"]["fid"] == pytest.approx(cli["metrics"]["fid"], rel=1e-6)  # same seeds, same samples
     assert load_run(tmp_path / "dmd2").step == 2
+    two = evaluate(student, n=40, repeats=2)  # its block 0 is the same noise as the one-block eval's
+    paired = compare(res, two)
+    assert paired["blocks"] == 1 and paired["diff"] == pytest.approx(0, abs=1e-9) and len(set(two["blocks"]["fid"])) == 2
 
     with pytest.raises(FewstepError, match="do not apply to 'dmd2' runs"):
         evaluate(student, n=40, steps=4)

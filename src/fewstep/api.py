@@ -4,6 +4,7 @@
     teacher = train_teacher("digits", "runs/edm", kind="edm")
     student = distill("dmd2", teacher, "runs/dmd2", overrides=["train.steps=1000"])
     print(evaluate(student, n=4000, repeats=3)["metrics"]["fid"])
+    print(compare(evaluate(teacher, n=4000, repeats=3), evaluate(student, n=4000, repeats=3))["diff"])
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from fewstep.runs import Run, load_run
 
-__all__ = ["Run", "distill", "evaluate", "load_run", "train_teacher"]
+__all__ = ["Run", "compare", "distill", "evaluate", "load_run", "train_teacher"]
 
 
 def train_teacher(data: str, out: str | Path | None = None, *, kind: str = "maskgit", data_dir: str | None = None,
@@ -48,6 +49,13 @@ def evaluate(run: str | Path | Run, n: int | None = None, repeats: int = 1, **sa
     if not getattr(run.method_cls, "generative", True):
         raise FewstepError(f"'{run.path}' is a tokenizer run; its reconstruction report is {run_root(run)}/recon.json")
     return repeated_eval(run, n, repeats, **sampler_options)
+
+
+def compare(base: dict, other: dict, metric: str = "fid") -> dict:
+    """`fewstep compare`: other − base over the seed blocks two `evaluate` results share ("diff", "diff_se", ...)."""
+    from fewstep.metrics.paired import paired_difference
+
+    return paired_difference(base, other, metric)
 
 
 def _str(path) -> str | None:
