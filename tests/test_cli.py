@@ -205,7 +205,7 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--steps", 4)
     assert code == 2 and "do not apply to 'dimo'" in err
     code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 30, "--repeats", 2)
-    assert code == 0, err
+    assert code == 0 and "block 1: fid" in err, err
     res = json.loads(out)
     assert res["repeats"] == 2 and "fid_std" in res["metrics"] and res["method"] == "dimo"
     blocks = res["blocks"]["fid"]

@@ -61,6 +61,9 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block:
     for r in range(first_block, first_block + repeats):
         res = evaluate_run(run, n=n, seed_offset=r * 1_000_000, evaluator=evaluator, **options)
         results.append(res)
+        headline = "fid" if "fid" in res["metrics"] else next(iter(res["metrics"]))  # exact metrics where no FID
+        if repeats > 1:  # a block of a many-step teacher can take minutes
+            say(f"  block {r}: {headline} {res['metrics'][headline]:.4g}")
     out = {k: v for k, v in results[0].items() if k not in ("metrics", "floor")}
     out["blocks"] = {k: [float(r["metrics"][k]) for r in results] for k in results[0]["metrics"] if k != "n"}
     out["metrics"] = block_means(out["blocks"], results[0]["metrics"]["n"])
@@ -69,7 +72,6 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block:
     for key in ("samples_per_s", "gen_samples_per_s"):
         out[key] = statistics.fmean(r[key] for r in results)
     out["repeats"], out["first_block"] = repeats, first_block
-    headline = "fid" if "fid" in out["metrics"] else next(iter(out["metrics"]))  # exact metrics where no FID
     setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
     say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
         f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
