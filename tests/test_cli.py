@@ -192,7 +192,7 @@ def test_console_script_runs():
     assert res.returncode == 0 and "methods:" in res.stdout
 
 
-def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
+def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher, monkeypatch):
     run = tmp_path / "d"
     code, _, err = run_cli(capsys, "distill", "dimo", "--teacher", digits_teacher, "--out", run, "--eval-every", 2,
                            "train.steps=2", "train.batch_size=8", "method.beta=-0.2", "finetune.train.steps=2")
@@ -204,6 +204,7 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher):
     assert code == 0, err
     code, _, err = run_cli(capsys, "sample", "--run", run, "--n", 10, "--steps", 4)
     assert code == 2 and "do not apply to 'dimo'" in err
+    monkeypatch.setenv("FEWSTEP_QUIET", "0")  # the per-block status line
     code, out, err = run_cli(capsys, "eval", "--run", run, "--n", 30, "--repeats", 2)
     assert code == 0 and "block 1: fid" in err, err
     res = json.loads(out)
