@@ -91,10 +91,10 @@ def block_means(blocks: dict, n) -> dict:
 def extend_eval(run, old: dict, repeats: int, evaluator=None, **options) -> dict:
     """`old` (an eval result of `run` with these options) extended to `repeats` seed blocks: the missing blocks are
     scored and every mean recomputed, as if all blocks had been scored at once."""
-    from fewstep.metrics.paired import blocks_of
+    from fewstep.metrics.paired import blocks_of, metric_names
 
     blocks = blocks_of(old)
-    missing = sorted(k for k in old["metrics"] if k != "n" and not k.endswith("_std") and k not in blocks)
+    missing = sorted(k for k in metric_names(old["metrics"]) if k not in blocks)
     if missing:
         raise FewstepError(f"this eval keeps per-block values of {sorted(blocks)} only, not of {', '.join(missing)} "
                            "(written before evals kept every metric's blocks): score it again instead of extending")

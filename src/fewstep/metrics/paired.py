@@ -33,12 +33,17 @@ def load_eval(path: str | Path) -> dict:
     return result
 
 
+def metric_names(metrics: dict) -> list[str]:
+    """The metrics of an eval's "metrics" section, without the sample count and the blocks' standard deviations."""
+    return [k for k in metrics if k != "n" and not k.endswith("_std")]
+
+
 def blocks_of(result: dict) -> dict:
     """metric -> per-block values of an eval result; a one-block eval from before evals kept blocks is its means."""
     if "blocks" in result:
         return result["blocks"]
     if result.get("repeats", 1) == 1:
-        return {k: [v] for k, v in result["metrics"].items() if k != "n" and not k.endswith("_std")}
+        return {k: [result["metrics"][k]] for k in metric_names(result["metrics"])}
     raise FewstepError("this eval has no per-block values (evals before 2026-12-06 kept only means): score the run "
                        "again with `fewstep eval --run R --repeats N --json FILE`")
 
