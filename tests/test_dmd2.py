@@ -470,6 +470,41 @@ def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_pat
                          [f"method.teacher={teacher}", f"method.init_from={teacher}"]).method.build()
 
 
+def test_nested_finetune_sections_run_as_a_chain_each_from_the_run_before(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.errors import FewstepError
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    over = ["train.steps=1", "train.batch_size=8", "train.log_every=1", "method.critic_updates=1",
+            "finetune.train.steps=1", "finetune.train.lr=2.5e-5",
+            "finetune.finetune.train.steps=2", "finetune.finetune.method.gan_weight_gen=0.05"]
+    final = train_run("dmd2", {"name": "digits"}, str(tmp_path / "chain"), overrides=over,
+                      extra_method={"teacher": teacher})
+    base, middle = final / "base", final / "stage2"
+    cfg = {d.name: json.loads((d / "config.json").read_text()) for d in (base, middle, final)}
+    assert cfg["base"]["finetune"]["finetune"]["train"]["steps"] == 2 and cfg["base"]["train"]["lr"] == 1e-4
+    # each run starts from the one before it and keeps the changes of every section above its own
+    assert cfg["stage2"]["method"]["init_from"] == str(base) and cfg["stage2"]["train"]["lr"] == 2.5e-5
+    assert cfg["stage2"]["method"]["gan_weight_gen"] == cfg["base"]["method"]["gan_weight_gen"] != 0.05
+    assert cfg["stage2"]["finetune"] == {"method": {"gan_weight_gen": 0.05}, "train": {"steps": 2}}
+    assert cfg["chain"]["method"]["init_from"] == str(middle) and cfg["chain"]["train"]["lr"] == 2.5e-5
+    assert cfg["chain"]["method"]["gan_weight_gen"] == 0.05 and "finetune" not in cfg["chain"]
+    steps = [[json.loads(line)["step"] for line in (d / "stats.jsonl").read_text().splitlines()]
+             for d in (base, middle, final)]
+    assert steps == [[1], [1], [1, 2]]
+    build = lambda *o, stage=0: build_experiment("dmd2", {"name": "digits"}, None,  # noqa: E731
+                                                 [f"method.teacher={teacher}", *over, *o], stage=stage)
+    assert build("finetune.finetune.train.steps=0", stage=1).finetune == {}  # the last run switched off
+    with pytest.raises(FewstepError, match="no run 4"):
+        build(stage=3)
+    with pytest.raises(FewstepError, match="needs its own train.steps"):
+        build_experiment("dmd2", {"name": "digits"}, None, [f"method.teacher={teacher}", "finetune.train.steps=1",
+                                                            "finetune.finetune.method.gan_weight_gen=0.05"], stage=1)
+
+
 def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_shares_them(tmp_path):
     from fewstep.cli.commands import train_run
     from fewstep.experiment import build_experiment

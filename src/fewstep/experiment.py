@@ -21,14 +21,16 @@ class Experiment:
     method: Method
     train: TrainConfig
     record: dict
-    # method/train changes of a second run that starts from this one's result (method.init_from); {} = none
+    # method/train changes of a next run that starts from this one's result (method.init_from); it may hold a
+    # finetune section of its own, for the run after it; {} = none
     finetune: dict
 
 
 def build_experiment(method_name: str, data: dict | None = None, config_file: str | None = None,
                      overrides: list[str] | None = None, extra_method: dict | None = None,
-                     finetune_stage: bool = False) -> Experiment:
-    """The experiment, or with `finetune_stage` its finetune section applied on top (the second run)."""
+                     stage: int = 0) -> Experiment:
+    """The experiment of run `stage` of its chain: 0 is the first run, and each later one applies the next nested
+    finetune section on top of the run before it."""
     cls = get_method(method_name)
     raw: dict[str, Any] = {"method": dict(extra_method or {}), "data": {}, "train": {}}
     file_cfg = load_yaml(config_file) if config_file else {}
@@ -44,18 +46,14 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     raw = merge(raw, file_cfg)
     raw = merge(raw, over)
     raw["data"] = data_raw
-    finetune = raw.pop("finetune", None) or {}
-    if not isinstance(finetune, dict) or set(finetune) - {"method", "train"} or not all(
-            isinstance(v, dict) for v in finetune.values()):
-        raise FewstepError("a finetune section changes only method.* and train.* keys, "
-                           "e.g. finetune.train.steps=250 finetune.method.teacher_cfg=1.25")
-    if not finetune.get("train", {}).get("steps", 0):
-        finetune = {}  # finetune.train.steps=0 switches it off
-    if finetune and not cls.can_start_from_run():
-        raise FewstepError(f"finetune: '{method_name}' cannot start from an earlier run (it has no method.init_from); "
-                           "drop the finetune keys")
-    if finetune_stage:
-        raw, finetune = merge(raw, finetune), {}
+    finetune = _finetune_section(raw.pop("finetune", None), method_name, cls.can_start_from_run())
+    for _ in range(stage):
+        if not finetune:
+            raise FewstepError(f"this config has no run {stage + 1}: its chain of finetune sections is shorter")
+        finetune = dict(finetune)
+        nested = finetune.pop("finetune", None)
+        raw = merge(raw, finetune)
+        finetune = _finetune_section(nested, method_name, True)
     method_raw = dict(raw.get("method", {}))
     if method_raw.pop("name", method_name) != method_name:
         raise FewstepError(f"config file is for method '{raw['method']['name']}', not '{method_name}'")
@@ -67,3 +65,22 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     if finetune:
         record["finetune"] = finetune
     return Experiment(method, train_cfg, record, finetune)
+
+
+def _finetune_section(section, method_name: str, can_start_from_run: bool) -> dict:
+    """A checked finetune section, or {} where there is none or its train.steps is 0 (which switches it off, and the
+    runs nested in it too)."""
+    section = section or {}
+    if not isinstance(section, dict) or set(section) - {"method", "train", "finetune"} or not all(
+            isinstance(v, dict) for v in section.values()):
+        raise FewstepError("a finetune section changes only method.* and train.* keys (and may nest a finetune section "
+                           "for a further run), e.g. finetune.train.steps=250 finetune.method.teacher_cfg=1.25")
+    if section and "steps" not in section.get("train", {}):
+        raise FewstepError("a finetune section needs its own train.steps (0 switches it off), e.g. "
+                           "finetune.train.steps=250")
+    if not section.get("train", {}).get("steps", 0):
+        return {}
+    if not can_start_from_run:
+        raise FewstepError(f"finetune: '{method_name}' cannot start from an earlier run (it has no method.init_from); "
+                           "drop the finetune keys")
+    return section

@@ -24,26 +24,30 @@ def resolve_device(name: str) -> torch.device:
 def train_run(method: str, data: dict, out: str | None, config: str | None = None,
               overrides: list[str] | None = None, fresh: bool = False, dry_run: bool = False,
               extra_method: dict | None = None, hooks=None) -> Path:
-    """Train into `out`. Where the config has a finetune section, the first run goes to <out>/base and the
-    finetuned one, started from it, to <out>: the folder named is always the final model."""
+    """Train into `out`. Where the config has finetune sections, its runs form a chain, each started from the one
+    before it: the first goes to <out>/base, the middle ones to <out>/stage2, <out>/stage3 ..., and the last to
+    <out>: the folder named is always the final model."""
     from fewstep.experiment import build_experiment
     from fewstep.trainer import Trainer
 
-    exp = build_experiment(method, data, config, overrides, extra_method)
-    out_dir = Path(out or f"runs/{method}_{exp.record['data']['name']}")
-    stages = [(exp, out_dir)]
-    if exp.finetune:
-        second = build_experiment(method, data, config, overrides,
-                                  {**(extra_method or {}), "init_from": str(out_dir / "base")}, finetune_stage=True)
-        stages = [(exp, out_dir / "base"), (second, out_dir)]
-    for stage, folder in stages:
+    exps = [build_experiment(method, data, config, overrides, extra_method)]
+    out_dir = Path(out or f"runs/{method}_{exps[0].record['data']['name']}")
+    folders = [out_dir / "base"]
+    while exps[-1].finetune:
+        exps.append(build_experiment(method, data, config, overrides,
+                                     {**(extra_method or {}), "init_from": str(folders[-1])}, stage=len(exps)))
+        folders.append(out_dir / f"stage{len(exps)}")
+    folders[-1] = out_dir
+    for i, (stage, folder) in enumerate(zip(exps, folders)):
         if dry_run:
             print(json.dumps(stage.record, indent=2))
             continue
         stage.method.full_config = stage.record
-        if stage is not exp:
-            say(f"finetuning from {out_dir / 'base'} ({', '.join(_flat(exp.finetune))}; "
-                "finetune.train.steps=0 skips this stage)")
+        if i:
+            changes = _flat({k: v for k, v in exps[i - 1].finetune.items() if k != "finetune"})
+            later = "" if i == len(exps) - 1 else " and the ones after it"
+            say(f"finetuning from {folders[i - 1]} ({', '.join(changes)}; {'finetune.' * i}train.steps=0 skips "
+                f"this stage{later})")
         say(f"training '{method}' on '{stage.record['data']['name']}' into {folder}")
         Trainer(stage.method, stage.train, folder, stage.record, hooks=hooks).fit(fresh=fresh)
     return out_dir

@@ -118,7 +118,8 @@ def build_parser() -> Parser:
         t.add_argument("--teacher", required=True, help="teacher run folder")
         if get_method(name).can_start_from_run():
             add_run_flags(t, "method/train/finetune", "train.steps=2000 finetune.train.steps=500 finetune.train.lr=3e-5 "
-                          "(finetune: a second run started from the first; it goes to <out>, the first to <out>/base)")
+                          "(finetune: a second run started from the first; it goes to <out>, the first to <out>/base; "
+                          "a finetune section nested in it adds a third run, and so on)")
         else:
             add_run_flags(t, "method/train", "train.steps=2000")
 
