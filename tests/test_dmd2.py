@@ -677,3 +677,28 @@ def test_shipped_digits_config_resolves_to_the_two_stages_it_was_measured_as(cap
         assert stage["train"]["batch_size"] == 128 and stage["train"]["lr"] == 1e-4
     assert (first["train"]["steps"], first["train"]["ema_decay"], first["train"]["ema_warmup"]) == (3000, 0.99, True)
     assert (second["train"]["steps"], second["train"]["ema_decay"], second["train"]["ema_warmup"]) == (500, 0.999, False)
+
+
+def test_shipped_fashion_config_resolves_to_the_four_runs_it_was_measured_as(capsys):
+    """configs/dmd2_fashion_best.yaml is the chain BENCHMARKS.md measured (runs fm_A, fm_E2, fm_E3, fm_G1): the
+    preset, then a longer EMA, a quarter of the LR, and ten times the GAN weight, each from the run before."""
+    from pathlib import Path
+
+    from fewstep.bench.common import SHIPPED_TEACHERS
+    from fewstep.cli.main import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "dmd2_fashion_best.yaml"
+    assert main(["distill", "dmd2", "--teacher", str(SHIPPED_TEACHERS / "edm_fashion_mnist"), "--config", str(config),
+                 "--out", "runs/fm", "--dry-run"]) == 0
+    out, runs, at = capsys.readouterr().out, [], 0
+    while (at := out.find("{", at)) >= 0:
+        record, at = json.JSONDecoder().raw_decode(out, at)
+        runs.append(record)
+    got = [(r["method"]["init_from"], r["train"]["steps"], r["train"]["ema_decay"], r["train"]["ema_warmup"],
+            r["train"]["lr"], r["method"]["gan_weight_gen"], r["method"]["gan_weight_critic"]) for r in runs]
+    assert got == [(None, 2000, 0.99, True, 1e-4, 3e-3, 1e-2),
+                   ("runs/fm/base", 1375, 0.999, False, 1e-4, 3e-3, 1e-2),
+                   ("runs/fm/stage2", 500, 0.999, False, 2.5e-5, 3e-3, 1e-2),
+                   ("runs/fm/stage3", 375, 0.999, False, 2.5e-5, 3e-2, 3e-2)]
+    assert all(r["train"]["batch_size"] == 64 and r["train"]["precision"] == "bf16" for r in runs)
+    assert all(r["method"]["dm_min"] == 0.02 and r["method"]["regression_weight"] == 0.0 for r in runs)
