@@ -653,6 +653,15 @@ def test_gan_inputs_respect_the_level_range_and_an_always_on_augmentation_is_ref
         DMD2Config(gan_min=0.5, gan_max=0.5)
 
 
+def _dry_run_records(capsys) -> list[dict]:
+    """The config records `--dry-run` printed, one per run of the chain."""
+    out, records, at = capsys.readouterr().out, [], 0
+    while (at := out.find("{", at)) >= 0:
+        record, at = json.JSONDecoder().raw_decode(out, at)
+        records.append(record)
+    return records
+
+
 def test_shipped_digits_config_resolves_to_the_two_stages_it_was_measured_as(capsys):
     """configs/dmd2_digits_best.yaml is the chain BENCHMARKS.md measured: the first stage over 5,000 pairs with the
     teacher told sigma/1.1 at all DM levels, the second started from it over 1,000 pairs at 1.2, DM levels from 30%
@@ -665,9 +674,7 @@ def test_shipped_digits_config_resolves_to_the_two_stages_it_was_measured_as(cap
     config = Path(__file__).resolve().parents[1] / "configs" / "dmd2_digits_best.yaml"
     assert main(["distill", "dmd2", "--teacher", str(SHIPPED_TEACHERS / "edm_digits"), "--config", str(config),
                  "--out", "runs/best", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    first, end = json.JSONDecoder().raw_decode(out)
-    second = json.loads(out[end:])
+    first, second = _dry_run_records(capsys)
     common = {"regression_weight": 1.0, "regression_steps": 14, "gan_augment": 0.5, "divergence": "js",
               "gan_weight_gen": 3e-2}
     for stage, own in ((first, {"teacher_sigma_scale": 1.1, "regression_pairs": 5000, "dm_min": 0.02, "init_from": None}),
@@ -690,10 +697,7 @@ def test_shipped_fashion_config_resolves_to_the_four_runs_it_was_measured_as(cap
     config = Path(__file__).resolve().parents[1] / "configs" / "dmd2_fashion_best.yaml"
     assert main(["distill", "dmd2", "--teacher", str(SHIPPED_TEACHERS / "edm_fashion_mnist"), "--config", str(config),
                  "--out", "runs/fm", "--dry-run"]) == 0
-    out, runs, at = capsys.readouterr().out, [], 0
-    while (at := out.find("{", at)) >= 0:
-        record, at = json.JSONDecoder().raw_decode(out, at)
-        runs.append(record)
+    runs = _dry_run_records(capsys)
     got = [(r["method"]["init_from"], r["train"]["steps"], r["train"]["ema_decay"], r["train"]["ema_warmup"],
             r["train"]["lr"], r["method"]["gan_weight_gen"], r["method"]["gan_weight_critic"]) for r in runs]
     assert got == [(None, 2000, 0.99, True, 1e-4, 3e-3, 1e-2),

@@ -46,14 +46,15 @@ def build_experiment(method_name: str, data: dict | None = None, config_file: st
     raw = merge(raw, file_cfg)
     raw = merge(raw, over)
     raw["data"] = data_raw
-    finetune = _finetune_section(raw.pop("finetune", None), method_name, cls.can_start_from_run())
+    can_start = cls.can_start_from_run()
+    finetune = _finetune_section(raw.pop("finetune", None), method_name, can_start)
     for _ in range(stage):
         if not finetune:
             raise FewstepError(f"this config has no run {stage + 1}: its chain of finetune sections is shorter")
         finetune = dict(finetune)
         nested = finetune.pop("finetune", None)
         raw = merge(raw, finetune)
-        finetune = _finetune_section(nested, method_name, True)
+        finetune = _finetune_section(nested, method_name, can_start)
     method_raw = dict(raw.get("method", {}))
     if method_raw.pop("name", method_name) != method_name:
         raise FewstepError(f"config file is for method '{raw['method']['name']}', not '{method_name}'")
