@@ -395,7 +395,9 @@ def test_compare_pairs_seed_blocks(tmp_path, capsys):
     assert row["blocks"] == 3 and row["diffs"] == pytest.approx([0.1, 0.2, 0.0])
     assert row["diff"] == pytest.approx(0.1) and row["diff_std"] == pytest.approx(0.1)
     assert row["diff_se"] == pytest.approx(0.1 / 3 ** 0.5) and row["other"] == pytest.approx(2.6)
-    assert "+0.1000 (± 0.0577, per-block spread 0.1000, 3 blocks)" in out
+    assert "+0.1000 (± 0.0577, per-block spread 0.1000, lower on 0 of 3 blocks)" in out
+    code, out, _ = run_cli(capsys, "compare", base, write("mixed.json", [1.5, 3.1, 2.4]))
+    assert code == 0 and "lower on 2 of 3 blocks" in out
     code, out, _ = run_cli(capsys, "compare", base, write("one.json", [2.25]))
     assert code == 0 and "+0.2500 (one block: no error estimate)" in out
     for other, msg in [(write("n.json", [2.0], n=1000), "different sample counts"),

@@ -358,7 +358,7 @@ def cmd_compare(args) -> int:
     print(f"{args.metric}: other - base, block by block (± standard error); base {args.base}")
     for r in rows:
         error = ("one block: no error estimate" if r["diff_se"] is None else
-                 f"± {r['diff_se']:.4f}, per-block spread {r['diff_std']:.4f}, {r['blocks']} blocks")
+                 f"± {r['diff_se']:.4f}, per-block spread {r['diff_std']:.4f}, lower on {r['lower']} of {r['blocks']} blocks")
         print(f"  {r['other']:.4g} vs {r['base']:.4g}: {r['diff']:+.4f} ({error})  {r['eval']}")
     if args.json:
         write_json_atomic(Path(args.json), {"base": args.base, "comparisons": rows})

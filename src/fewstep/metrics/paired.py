@@ -71,4 +71,5 @@ def paired_difference(base: dict, other: dict, metric: str = "fid") -> dict:
     spread = statistics.stdev(diffs) if k > 1 else None  # one block gives a difference but no error
     return {"metric": metric, "blocks": k, "base": statistics.fmean(a[i] for i in common),
             "other": statistics.fmean(b[i] for i in common), "diff": statistics.fmean(diffs), "diff_std": spread,
-            "diff_se": None if spread is None else spread / math.sqrt(k), "diffs": diffs}
+            "diff_se": None if spread is None else spread / math.sqrt(k), "diffs": diffs,
+            "lower": sum(d < 0 for d in diffs)}  # a sign count: a mean led by one outlying block shows here
