@@ -226,6 +226,26 @@ def test_distill_dimo_sample_eval_export(tmp_path, capsys, digits_teacher, monke
     assert code == 2 and "drop --cfg" in err
     code, _, err = run_cli(capsys, "eval", "--run", run, "--extend", tmp_path / "e2.json", "--repeats", 2)
     assert code == 2 and "already has 2 blocks" in err
+    # interrupted in its third block, an eval keeps the two it scored, and --extend goes on from there
+    import fewstep.metrics.evaluate as evaluate_module
+
+    real_evaluate_run, calls = evaluate_module.evaluate_run, []
+
+    def interrupted_at_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate_run(*a, **k)
+
+    monkeypatch.setattr(evaluate_module, "evaluate_run", interrupted_at_third)
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--n", 30, "--repeats", 3, "--json", tmp_path / "p.json")
+    assert code == 130 and "2 block(s) so far" in err
+    monkeypatch.setattr(evaluate_module, "evaluate_run", real_evaluate_run)
+    kept = json.loads((tmp_path / "p.json").read_text())
+    assert kept["repeats"] == 2 and kept["blocks"]["fid"] == pytest.approx(fresh["blocks"]["fid"][:2])
+    code, _, err = run_cli(capsys, "eval", "--run", run, "--extend", tmp_path / "p.json", "--repeats", 3)
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.json").read_text())["metrics"] == pytest.approx(fresh["metrics"])
     code, _, err = run_cli(capsys, "export", "--run", run, "--out", tmp_path / "slim")
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "slim").iterdir())

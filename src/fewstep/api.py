@@ -37,8 +37,9 @@ def distill(method: str, teacher: str | Path | Run, out: str | Path | None = Non
     return load_run(folder)
 
 
-def evaluate(run: str | Path | Run, n: int | None = None, repeats: int = 1, **sampler_options) -> dict:
-    """`fewstep eval`: {"metrics": {...}} with each metric's mean over `repeats` seed blocks (and its _std)."""
+def evaluate(run: str | Path | Run, n: int | None = None, repeats: int = 1, on_block=None, **sampler_options) -> dict:
+    """`fewstep eval`: {"metrics": {...}} with each metric's mean over `repeats` seed blocks (and its _std).
+    on_block(result so far) is called after every block but the last."""
     from fewstep.bench.common import repeated_eval
     from fewstep.cli.commands import run_root
     from fewstep.errors import FewstepError
@@ -48,7 +49,7 @@ def evaluate(run: str | Path | Run, n: int | None = None, repeats: int = 1, **sa
     run = run if isinstance(run, Run) else load_run(run)
     if not getattr(run.method_cls, "generative", True):
         raise FewstepError(f"'{run.path}' is a tokenizer run; its reconstruction report is {run_root(run)}/recon.json")
-    return repeated_eval(run, n, repeats, **sampler_options)
+    return repeated_eval(run, n, repeats, on_block=on_block, **sampler_options)
 
 
 def compare(base: dict, other: dict, metric: str = "fid") -> dict:

@@ -47,12 +47,15 @@ def machine_line(m: dict) -> str:
     return f"{dev}; torch {m['torch']}; measured {m['date']}"
 
 
-def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block: int = 0, **options) -> dict:
+def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block: int = 0, on_block=None,
+                  **options) -> dict:
     """evaluate_run over seed blocks first_block .. first_block+repeats-1; metric -> mean (and '<metric>_std' when
     repeats > 1), "blocks" -> metric -> the value of each block.
 
     Block r draws the same noise for every model, so the blocks allow paired comparisons (`fewstep compare`), whose
     spread is far below the blocks' own, and an eval can later be extended by more blocks (`extend_eval`).
+    on_block, if given, receives the result of the blocks scored so far after each block but the last, so an
+    interrupted eval of a many-step teacher keeps what it scored.
     """
     from fewstep.metrics.evaluate import evaluate_run
 
@@ -64,6 +67,17 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block:
         headline = "fid" if "fid" in res["metrics"] else next(iter(res["metrics"]))  # exact metrics where no FID
         if repeats > 1:  # a block of a many-step teacher can take minutes
             say(f"  block {r}: {headline} {res['metrics'][headline]:.4g}")
+        if on_block is not None and len(results) < repeats:
+            on_block(_summarise(results, first_block))
+    out = _summarise(results, first_block)
+    setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+    say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
+        f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def _summarise(results: list[dict], first_block: int) -> dict:
+    """One result of consecutive blocks' evaluate_run results: per-block values, their means and spreads."""
     out = {k: v for k, v in results[0].items() if k not in ("metrics", "floor")}
     out["blocks"] = {k: [float(r["metrics"][k]) for r in results] for k in results[0]["metrics"] if k != "n"}
     out["metrics"] = block_means(out["blocks"], results[0]["metrics"]["n"])
@@ -71,10 +85,7 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block:
         out["floor"] = results[0]["floor"]
     for key in ("samples_per_s", "gen_samples_per_s"):
         out[key] = statistics.fmean(r[key] for r in results)
-    out["repeats"], out["first_block"] = repeats, first_block
-    setting = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-    say(f"  {run.method_name} ({setting}): {headline} {out['metrics'][headline]:.4g}, "
-        f"{repeats} block(s) in {time.perf_counter() - t0:.0f} s")
+    out["repeats"], out["first_block"] = len(results), first_block
     return out
 
 
@@ -88,9 +99,10 @@ def block_means(blocks: dict, n) -> dict:
     return {**agg, "n": n}
 
 
-def extend_eval(run, old: dict, repeats: int, evaluator=None, **options) -> dict:
+def extend_eval(run, old: dict, repeats: int, evaluator=None, on_block=None, **options) -> dict:
     """`old` (an eval result of `run` with these options) extended to `repeats` seed blocks: the missing blocks are
-    scored and every mean recomputed, as if all blocks had been scored at once."""
+    scored and every mean recomputed, as if all blocks had been scored at once. on_block: as repeated_eval's, with
+    old's blocks included."""
     from fewstep.metrics.paired import blocks_of, metric_names
 
     blocks = blocks_of(old)
@@ -102,13 +114,19 @@ def extend_eval(run, old: dict, repeats: int, evaluator=None, **options) -> dict
     first = old.get("first_block", 0)
     if repeats <= have:
         raise FewstepError(f"the eval already has {have} blocks; ask for more with --repeats (e.g. {have + 4})")
-    new = repeated_eval(run, old["n"], repeats - have, evaluator=evaluator, first_block=first + have, **options)
-    merged = {k: blocks[k] + new["blocks"][k] for k in blocks}
-    out = {**new, "blocks": merged, "metrics": block_means(merged, new["metrics"]["n"]), "repeats": repeats,
-           "first_block": first}
-    for key in ("samples_per_s", "gen_samples_per_s"):  # weighted by blocks; a missing old speed counts as new
-        out[key] = (old.get(key, new[key]) * have + new[key] * (repeats - have)) / repeats
-    return out
+
+    def merged(new: dict) -> dict:
+        both = {k: blocks[k] + new["blocks"][k] for k in blocks}
+        total = have + new["repeats"]
+        out = {**new, "blocks": both, "metrics": block_means(both, new["metrics"]["n"]), "repeats": total,
+               "first_block": first}
+        for key in ("samples_per_s", "gen_samples_per_s"):  # weighted by blocks; a missing old speed counts as new
+            out[key] = (old.get(key, new[key]) * have + new[key] * new["repeats"]) / total
+        return out
+
+    new = repeated_eval(run, old["n"], repeats - have, evaluator=evaluator, first_block=first + have,
+                        on_block=None if on_block is None else lambda part: on_block(merged(part)), **options)
+    return merged(new)
 
 
 def comparable_floor(result: dict) -> dict | None:

@@ -215,16 +215,34 @@ def cmd_eval(args) -> int:
     if args.extend:
         return extend_eval_file(args, opts)
     run = load_run(args.run, device=resolve_device(args.device))
-    res = evaluate(run, args.n, args.repeats, **opts)
-    res.update({"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}})
-    print(json.dumps(res, indent=2))
+    about = {"run": str(run.path), "method": run.method_name, "sampler": {**run.info.get("sampler", {}), **opts}}
     if args.json:
-        write_json_atomic(Path(args.json), res)
+        dest = Path(args.json)
     elif is_shipped(run_root(run)):
+        dest = None
         say("not saved: the checkpoints shipped with fewstep stay unchanged; pass --json FILE to keep the result")
     else:
-        write_json_atomic(run_root(run) / "eval.json", res)
+        dest = run_root(run) / "eval.json"
+    res = evaluate(run, args.n, args.repeats, on_block=block_saver(dest, about), **opts)
+    res.update(about)
+    print(json.dumps(res, indent=2))
+    if dest is not None:
+        write_json_atomic(dest, res)
     return 0
+
+
+def block_saver(dest: Path | None, about: dict):
+    """A repeated eval's on_block: the blocks scored so far go to dest, so an interrupted eval keeps them and
+    `--extend dest` goes on from there."""
+    from fewstep.checkpoint import write_json_atomic
+
+    if dest is None:
+        return None
+
+    def save(partial: dict) -> None:
+        write_json_atomic(dest, {**partial, **about})
+        say(f"  {partial['repeats']} block(s) so far in {dest} (interrupted: `--extend {dest}` goes on from there)")
+    return save
 
 
 def extend_eval_file(args, opts: dict) -> int:
@@ -245,10 +263,11 @@ def extend_eval_file(args, opts: dict) -> int:
     run = load_run(args.run, device=resolve_device(args.device))
     if Path(old["run"]).resolve() != Path(str(run.path)).resolve():
         raise FewstepError(f"'{args.extend}' scored the run '{old['run']}', not '{run.path}'; pass that --run")
-    res = extend_eval(run, old, args.repeats, **sampler)
-    res.update({"run": old["run"], "method": run.method_name, "sampler": sampler})
+    about = {"run": old["run"], "method": run.method_name, "sampler": sampler}
+    dest = Path(args.json or args.extend)
+    res = {**extend_eval(run, old, args.repeats, on_block=block_saver(dest, about), **sampler), **about}
     print(json.dumps(res, indent=2))
-    write_json_atomic(Path(args.json or args.extend), res)
+    write_json_atomic(dest, res)
     return 0
 
 

@@ -140,7 +140,8 @@ def build_parser() -> Parser:
     e.add_argument("--json", help="write the result here (default <run>/eval.json)")
     e.add_argument("--extend", metavar="FILE",
                    help="an earlier eval JSON of this run: score its next seed blocks up to --repeats in all, with "
-                        "its n and sampler, and rewrite it (or --json) with every mean over all blocks")
+                        "its n and sampler, and rewrite it (or --json) with every mean over all blocks. Every eval "
+                        "saves its blocks as they finish, so an interrupted one goes on with --extend")
     e.add_argument("--checkpoints", action="store_true",
                    help="score every saved checkpoint of the run folder not yet scored with these settings, "
                         "appending to <run>/eval.jsonl (for `fewstep plot`)")
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
               "write to)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last complete checkpoint is kept", file=sys.stderr)
+        print("interrupted; what was saved is kept (the last complete checkpoint; the eval blocks scored)", file=sys.stderr)
         return 130
 
 
