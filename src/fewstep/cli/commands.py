@@ -239,9 +239,13 @@ def block_saver(dest: Path | None, about: dict):
     if dest is None:
         return None
 
+    told = []
+
     def save(partial: dict) -> None:
+        if not told:
+            say(f"  each block is saved to {dest} as it ends (interrupted: `--extend {dest}` goes on from there)")
+            told.append(True)
         write_json_atomic(dest, {**partial, **about})
-        say(f"  {partial['repeats']} block(s) so far in {dest} (interrupted: `--extend {dest}` goes on from there)")
     return save
 
 
