@@ -239,12 +239,13 @@ def block_saver(dest: Path | None, about: dict):
     if dest is None:
         return None
 
-    told = []
+    told = False
 
     def save(partial: dict) -> None:
+        nonlocal told
         if not told:
             say(f"  each block is saved to {dest} as it ends (interrupted: `--extend {dest}` goes on from there)")
-            told.append(True)
+            told = True
         write_json_atomic(dest, {**partial, **about})
     return save
 
