@@ -96,3 +96,18 @@ def test_evaluator_orders_real_noisy_and_shuffled_digits():
     assert floor["class_acc"] == pytest.approx(ev.test_accuracy, abs=1e-6)
     # copies of training images sit at distance 0 from the training set; held-out digits do not
     assert ev.metrics(ds.train_images[:100])["train_nn"] == 0.0 and floor["train_nn"] > 1.0
+
+
+def test_intra_fid_scores_each_class_against_its_own_training_images():
+    from fewstep.metrics.evaluator import get_evaluator
+
+    ev = get_evaluator("digits")
+    ds = ev.dataset
+    right = ev.metrics(ds.train_images, ds.train_labels)
+    swapped = ev.metrics(ds.train_images, (ds.train_labels + 1) % ds.num_classes)  # every class drawn as the next
+    assert right["fid"] == pytest.approx(swapped["fid"])  # the overall FID ignores labels
+    assert right["intra_fid"] < 1e-6 < 100 < swapped["intra_fid"]  # the training images themselves: distance 0
+    per = [swapped[f"fid_class_{c}"] for c in range(ds.num_classes)]
+    assert swapped["intra_fid"] == pytest.approx(sum(per) / len(per))
+    # 359 test images, about 36 per class: fewer than the 128 feature dimensions, so no intra-FID
+    assert "intra_fid" not in ev.metrics(ds.test_images, ds.test_labels)

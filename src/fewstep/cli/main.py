@@ -133,7 +133,7 @@ def build_parser() -> Parser:
     s.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_sampler_flags(s)
 
-    e = sub.add_parser("eval", help="FID/KID/precision/recall/class accuracy (or exact metrics) of a run")
+    e = sub.add_parser("eval", help="FID/KID/precision/recall/class accuracy/intra-FID (or exact metrics) of a run")
     e.add_argument("--run", required=True)
     e.add_argument("--n", type=int, help="samples per repeat (default: size of the test split)")
     e.add_argument("--repeats", type=int, default=1, help=REPEATS_HELP)

@@ -65,8 +65,22 @@ class Evaluator:
         out["train_nn"] = nearest_distance(feats, self.train_features).median().item()
         if labels is not None:
             out["class_acc"] = float((logits.argmax(1) == labels.to(logits.device)).float().mean())
+            out.update(self.class_fids(feats, labels))
         out["n"] = len(images)
         return out
+
+    def class_fids(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """Intra-FID (Miyato & Koyama, ICLR 2018): each class's samples against that class's training images
+        ('fid_class_<c>'), and their mean ('intra_fid'). The overall FID can hide one bad class, and MSD's students
+        each own classes. Empty unless every class has more samples than feature dimensions (else its covariance is
+        singular): 10 classes in 128-d need n >= 1,290."""
+        labels = labels.to(feats.device)
+        ds = self.dataset
+        if torch.bincount(labels, minlength=ds.num_classes).min() <= feats.shape[1]:
+            return {}
+        per = {f"fid_class_{c}": frechet_distance(feats[labels == c], self.train_features[ds.train_labels == c])
+               for c in range(ds.num_classes)}
+        return {"intra_fid": sum(per.values()) / len(per), **per}
 
     def real_floor(self, n: int | None = None) -> dict[str, float]:
         """The same metrics for real test images vs the train split: what a perfect generator would score."""
