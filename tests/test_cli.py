@@ -434,6 +434,20 @@ def test_compare_pairs_seed_blocks(tmp_path, capsys):
     assert code == 2 and "no per-block values" in err
     code, _, err = run_cli(capsys, "compare", base, student, "--metric", "recall")
     assert code == 2 and "not 'recall'" in err
+    code, _, err = run_cli(capsys, "compare", base, student, "--metric", "fid_class_*")
+    assert code == 2 and "no metric of the base eval matches 'fid_class_*'" in err
+    per_class = {"n": 2000, "feature_space": "classifier on fashion_mnist", "metrics": {},
+                 "blocks": {"fid": [2.0, 3.0], "fid_class_0": [5.0, 6.0], "fid_class_1": [7.0, 8.0]}}
+    (tmp_path / "pc.json").write_text(json.dumps(per_class))
+    per_class["blocks"] = {k: [v + 1.0 for v in vals] for k, vals in per_class["blocks"].items()}
+    (tmp_path / "pc2.json").write_text(json.dumps(per_class))
+    code, out, err = run_cli(capsys, "compare", tmp_path / "pc.json", tmp_path / "pc2.json",
+                             "--metric", "fid_class_*,fid", "--json", tmp_path / "pc.c.json")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "pc.c.json").read_text())["comparisons"]
+    assert [r["metric"] for r in rows] == ["fid_class_0", "fid_class_1", "fid"]
+    assert [r["base"] for r in rows] == [5.5, 7.5, 2.5] and all(r["diff"] == pytest.approx(1.0) for r in rows)
+    assert out.count("other - base") == 3
     later = json.loads(student.read_text()) | {"first_block": 3}  # blocks 3-6 share no noise with blocks 0-2
     (tmp_path / "later.json").write_text(json.dumps(later))
     code, _, err = run_cli(capsys, "compare", base, tmp_path / "later.json")

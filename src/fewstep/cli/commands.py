@@ -375,15 +375,20 @@ def cmd_plot(args) -> int:
 
 def cmd_compare(args) -> int:
     from fewstep.checkpoint import write_json_atomic
-    from fewstep.metrics.paired import load_eval, paired_difference
+    from fewstep.metrics.paired import load_eval, paired_difference, select_metrics
 
     base = load_eval(args.base)
-    rows = [{"eval": path, **paired_difference(base, load_eval(path), args.metric)} for path in args.others]
-    print(f"{args.metric}: other - base, block by block (± standard error); base {args.base}")
-    for r in rows:
-        error = ("one block: no error estimate" if r["diff_se"] is None else
-                 f"± {r['diff_se']:.4f}, per-block spread {r['diff_std']:.4f}, lower on {r['lower']} of {r['blocks']} blocks")
-        print(f"  {r['other']:.4g} vs {r['base']:.4g}: {r['diff']:+.4f} ({error})  {r['eval']}")
+    others = [(path, load_eval(path)) for path in args.others]
+    rows = []
+    for metric in select_metrics(args.metric, base):
+        print(f"{metric}: other - base, block by block (± standard error); base {args.base}")
+        for path, other in others:
+            r = {"eval": path, **paired_difference(base, other, metric)}
+            error = ("one block: no error estimate" if r["diff_se"] is None else
+                     f"± {r['diff_se']:.4f}, per-block spread {r['diff_std']:.4f}, "
+                     f"lower on {r['lower']} of {r['blocks']} blocks")
+            print(f"  {r['other']:.4g} vs {r['base']:.4g}: {r['diff']:+.4f} ({error})  {r['eval']}")
+            rows.append(r)
     if args.json:
         write_json_atomic(Path(args.json), {"base": args.base, "comparisons": rows})
     return 0

@@ -188,7 +188,8 @@ def build_parser() -> Parser:
     c = sub.add_parser("compare", help="paired difference of eval results, seed block by seed block")
     c.add_argument("base", help="eval JSON everything is compared against (e.g. the teacher's)")
     c.add_argument("others", nargs="+", metavar="other", help="eval JSONs of the models to compare")
-    c.add_argument("--metric", default="fid", help="a metric the JSONs keep per block (default fid)")
+    c.add_argument("--metric", default="fid", help="metrics the JSONs keep per block, comma-separated, patterns "
+                   "allowed (default fid; e.g. fid,recall or 'fid_class_*')")
     c.add_argument("--json", help="also write the comparison here")
 
     d = sub.add_parser("demo", help="the whole story on the embedded digits dataset")

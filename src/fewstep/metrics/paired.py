@@ -7,6 +7,7 @@ the block's own luck: at n = 2,000 fashion_mnist blocks spread by ~0.5 FID, the 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import statistics
@@ -46,6 +47,21 @@ def blocks_of(result: dict) -> dict:
         return {k: [result["metrics"][k]] for k in metric_names(result["metrics"])}
     raise FewstepError("this eval has no per-block values (evals before 2026-12-06 kept only means): score the run "
                        "again with `fewstep eval --run R --repeats N --json FILE`")
+
+
+def select_metrics(spec: str, result: dict) -> list[str]:
+    """Metric names from a comma-separated list of names and patterns ("fid,intra_fid", "fid_class_*"); a pattern
+    expands to the result's per-block metrics it matches, in the eval's order."""
+    names = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not any(c in part for c in "*?["):
+            hits = [part]  # a plain name: a missing one is reported by paired_difference, with what there is
+        else:
+            hits = [k for k in result["blocks"] if fnmatch.fnmatchcase(k, part)]
+            if not hits:
+                raise FewstepError(f"no metric of the base eval matches '{part}'; it keeps {sorted(result['blocks'])}")
+        names += [k for k in hits if k not in names]
+    return names
 
 
 def paired_difference(base: dict, other: dict, metric: str = "fid") -> dict:
