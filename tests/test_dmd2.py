@@ -310,6 +310,55 @@ def test_msd_with_more_students_than_classes_says_how_many_fit(tmp_path):
                   extra_method={"teacher": teacher})
 
 
+def test_students_trained_as_separate_runs_merge_into_one_model_that_routes_to_each(tmp_path, capsys, monkeypatch):
+    from fewstep.checkpoint import read_tensors
+    from fewstep.cli.commands import train_run
+    from fewstep.experiment import build_experiment
+    from fewstep.hooks import eval_hook
+    from fewstep.methods.msd import merge_student_runs
+    from fewstep.runs import load_run
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    over = ["train.steps=2", "train.batch_size=8", "method.critic_updates=1", "method.students=2"]
+    monkeypatch.setenv("FEWSTEP_QUIET", "0")
+    runs = {k: train_run("msd", {"name": "digits"}, str(tmp_path / f"s{k}"), overrides=[*over, f"method.only_students=[{k}]"],
+                         extra_method={"teacher": teacher}, hooks=[(1, eval_hook(n=20))]) for k in (0, 1)}
+    assert not (runs[0] / "eval.jsonl").exists()  # half the classes cannot be scored; training went on regardless
+    assert "step 1: not evaluated: class 5 belongs to student 1" in capsys.readouterr().err
+    ckpt = load_run(runs[1]).path
+    assert ckpt.name == "step_00000002"
+    assert sorted(p.name for p in ckpt.glob("*_ema.safetensors")) == ["generator1_ema.safetensors"]
+    start = load_run(teacher).nets["model"].state_dict()
+    trained = read_tensors(ckpt / "generator1_ema.safetensors")
+    assert not all(torch.equal(trained[k], start[k]) for k in start)
+    method = build_experiment("msd", {"name": "digits"}, None, [*over, "method.only_students=[1]",
+                                                                 f"method.teacher={teacher}"]).method
+    method.build()
+    streams = method.training_data()
+    assert set(streams) == {"part1"} and set(streams["part1"]["labels"].tolist()) == {5, 6, 7, 8, 9}
+
+    labels, seeds = torch.arange(10), list(range(10))
+    with pytest.raises(FewstepError, match="belongs to student 1, which this run does not train"):
+        load_run(runs[0]).generate(labels, seeds)
+    merged = load_run(merge_student_runs([str(runs[1]), str(runs[0])], str(tmp_path / "merged")))
+    out = merged.generate(labels, seeds)
+    own = {k: load_run(runs[k]).generate(labels[5 * k:5 * k + 5], seeds[5 * k:5 * k + 5]) for k in (0, 1)}
+    assert torch.equal(out[:5], own[0]) and torch.equal(out[5:], own[1])
+    other = fewstep_sample(merged.nets["generator1"], labels[:5], seeds[:5], tuple(merged.info["shape"]),
+                           merged.info["gen_sigmas"])
+    assert not torch.allclose(out[:5], other)  # the students differ, so the routing above is what matched
+
+    with pytest.raises(FewstepError, match="student 0 is trained in both"):
+        merge_student_runs([str(runs[0]), str(runs[0])], str(tmp_path / "twice"))
+    with pytest.raises(FewstepError, match=r"no run trains student\(s\) \[1\]"):
+        merge_student_runs([str(runs[0])], str(tmp_path / "half"))
+    with pytest.raises(FewstepError, match="between 0 and 1"):
+        build_experiment("msd", {"name": "digits"}, None, [*over, "method.only_students=[2]",
+                                                           f"method.teacher={teacher}"])
+
+
 def test_tsm_runs_before_the_train_steps_of_the_dm_stage(tmp_path):
     from fewstep.cli.commands import train_run
 

@@ -247,13 +247,18 @@ def export_inference(run: str | Path, out: str | Path) -> Path:
     """Copy what sampling needs (config, meta without optimizer/RNG state, EMA or live weights) to `out`."""
     src = resolve_checkpoint(run)
     config, meta = read_checkpoint_json(src)
+    return write_inference(out, config, meta, {name: sampling_weights(src, name) for name in config.get("trainable", [])})
+
+
+def write_inference(out: str | Path, config: dict, meta: dict, weights: dict[str, Path]) -> Path:
+    """An inference checkpoint in `out`: each network's weights file copied as its EMA, the config, and the meta
+    less its optimizer and RNG state."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FewstepError(f"'{out}' exists and is not empty; pick a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    for name in config.get("trainable", []):
-        shutil.copyfile(sampling_weights(src, name), out / f"{name}_ema.safetensors")
-    slim = {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}
+    for name, path in weights.items():
+        shutil.copyfile(path, out / f"{name}_ema.safetensors")
     write_json_atomic(out / "config.json", config)
-    write_json_atomic(out / "meta.json", slim)
+    write_json_atomic(out / "meta.json", {k: v for k, v in meta.items() if k not in ("optimizers", "rng")})
     return out

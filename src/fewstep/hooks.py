@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fewstep.errors import FewstepError
 from fewstep.runlog import say
 from fewstep.runs import Run
 from fewstep.trainer import TrainState
@@ -28,7 +29,11 @@ def eval_hook(n: int | None = None, **sampler_options):
 
         run = Run(path=state.run_dir, config=state.method.full_config, meta={"step": state.step},
                   info=state.method.info(), nets=state.nets)
-        res = evaluate_run(run, n=n, **sampler_options)
+        try:
+            res = evaluate_run(run, n=n, **sampler_options)
+        except FewstepError as e:  # e.g. an MSD run of some students only: training goes on unevaluated
+            say(f"step {state.step}: not evaluated: {e}")
+            return
         append_eval_line(state.run_dir, state.step, res)
         shown = {k: round(v, 3) for k, v in res["metrics"].items() if k in ("fid", "class_acc", "pair_kl", "energy")}
         say(f"step {state.step}: {shown}")

@@ -336,8 +336,9 @@ def cmd_bench(args) -> int:
 
 def cmd_export(args) -> int:
     from fewstep.checkpoint import export_inference
+    from fewstep.methods.msd import merge_student_runs
 
-    out = export_inference(args.run, args.out)
+    out = export_inference(args.run[0], args.out) if len(args.run) == 1 else merge_student_runs(args.run, args.out)
     say(f"exported {out}")
     return 0
 

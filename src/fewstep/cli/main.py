@@ -172,7 +172,9 @@ def build_parser() -> Parser:
                             help="give each of K students the full batch (K x the compute of DMD2) instead of batch/K")
 
     x = sub.add_parser("export", help="slim inference checkpoint: EMA weights + config, no optimizer state")
-    x.add_argument("--run", required=True)
+    x.add_argument("--run", required=True, nargs="+",
+                   help="a run or checkpoint; several msd runs that each trained some students (method.only_students) "
+                        "merge into one model")
     x.add_argument("--out", required=True)
 
     pl = sub.add_parser("plot", help="training curves of runs: a metric from eval.jsonl or stats.jsonl vs step")

@@ -10,12 +10,16 @@ student has its own critic and GAN head, and its own stream of real images of it
 say how large the smaller students' critics are: by default (`small_critics`) each is the student's size and starts
 the DM stage as a copy of its TSM-trained student, as DMD starts its fake score where the generator starts; with
 `small_critics=false` they are teacher copies. There is no official code; this follows the paper's text.
+
+The students never interact (the paper trains them separately), so `only_students` trains a subset: each student
+can be its own job, on its own machine, with its own batch; `fewstep export --run RUN... --out M` merges the runs.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -38,6 +42,7 @@ class MSDConfig(DMD2Config):
     student_channels: tuple[int, ...] | None = None  # None: teacher-sized students (copies); else smaller UNets
     tsm_steps: int = 0  # TSM steps run before train.steps; smaller students only, and required for them
     small_critics: bool = True  # smaller students' critics at their size, copied from them when TSM ends
+    only_students: tuple[int, ...] | None = None  # None: all; else the students (0 .. students-1) this run trains
     # runs saved before small_critics existed had teacher-sized critics: they resume with small_critics=false
     legacy_defaults: ClassVar[dict] = {"small_critics": False}
 
@@ -49,6 +54,12 @@ class MSDConfig(DMD2Config):
             check_widths("student_channels", self.student_channels)
         if self.student_channels is not None and self.tsm_steps < 1:
             raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
+        if self.only_students is not None:
+            picked = [int(k) for k in self.only_students]
+            if not picked or len(set(picked)) < len(picked) or not all(0 <= k < self.students for k in picked):
+                raise ValueError(f"only_students must list distinct students between 0 and {self.students - 1}, "
+                                 f"not {list(self.only_students)}")
+            self.only_students = tuple(sorted(picked))
         if self.student_channels is None:
             self.small_critics = False  # same-size students' critics are teacher copies either way
 
@@ -73,6 +84,50 @@ def route(labels: torch.Tensor, partition: list[list[int]]) -> torch.Tensor:
     return owner.to(labels.device)[labels]
 
 
+def merge_student_runs(runs: list[str], out: str) -> Path:
+    """One inference checkpoint from MSD runs that each trained some of the same K students (`only_students`):
+    each student's generator and critic come from the run that trained it."""
+    found = []
+    for run in runs:
+        ckpt = ckpt_io.resolve_checkpoint(run)
+        config, meta = ckpt_io.read_checkpoint_json(ckpt)
+        if config.get("method", {}).get("name") != "msd":
+            raise FewstepError(f"'{run}' is not an msd run; export merges msd runs that each trained some students "
+                               "(method.only_students)")
+        found.append((run, ckpt, config, meta))
+    _, _, first, _ = found[0]
+    same = lambda c: (c["method"].get("student_channels"),  # noqa: E731
+                      *(c["info"][k] for k in ("teacher", "partition", "shape", "gen_sigmas")))
+    owner: dict[int, str] = {}
+    for run, _, config, _ in found:
+        if same(config) != same(first):
+            raise FewstepError(f"'{run}' does not fit '{found[0][0]}': merged students need the same teacher, number "
+                               "of students, student size and one-step noise levels")
+        for k in config["info"].get("trained", range(config["method"]["students"])):
+            if k in owner:
+                raise FewstepError(f"student {k} is trained in both '{owner[k]}' and '{run}'; pass one run per student")
+            owner[k] = run
+    missing = sorted(set(range(first["method"]["students"])) - set(owner))
+    if missing:
+        raise FewstepError(f"no run trains student(s) {missing}; train them with method.only_students={missing} and "
+                           "pass those runs too")
+    config = copy.deepcopy(first)
+    config["method"]["only_students"] = None
+    config["info"]["trained"] = sorted(owner)
+    config["networks"] = {n: spec for n, spec in first["networks"].items() if n not in first["trainable"]}
+    weights = {}
+    for _, ckpt, c, _ in found:
+        for name in c["trainable"]:
+            if name in c["networks"]:  # a critic has no spec of its own: sampling never builds it
+                config["networks"][name] = c["networks"][name]
+            weights[name] = ckpt_io.sampling_weights(ckpt, name)
+    config["trainable"] = [f"{role}{k}" for k in sorted(owner) for role in ("generator", "critic")]
+    sources = [{"run": str(ckpt), "step": meta["step"], "students": c["info"].get("trained")}
+               for _, ckpt, c, meta in found]
+    meta = {**found[0][3], "step": max(s["step"] for s in sources), "merged_from": sources}
+    return ckpt_io.write_inference(out, config, meta, weights)
+
+
 def tsm_stage_steps(method: dict) -> int:
     """TSM steps a run with these method settings trains first: smaller students only, and none for students
     started from an earlier run."""
@@ -93,6 +148,11 @@ class MSD(DMD2):
                                f"student needs at least one; set method.students between 1 and {classes}")
         return partition_classes(classes, self.cfg.students)
 
+    @property
+    def trained(self) -> list[int]:
+        """The students this run builds and trains."""
+        return list(self.cfg.only_students or range(self.cfg.students))
+
     def _small_student(self, teacher) -> torch.nn.Module:
         cfg = copy.deepcopy(teacher.cfg)
         if isinstance(teacher, MLPDenoiser):
@@ -107,7 +167,7 @@ class MSD(DMD2):
         self._setup_grid()
         teacher = self._teacher().nets["model"]
         nets = {"teacher": Net(teacher)}
-        for k in range(self.cfg.students):
+        for k in self.trained:
             gen = self._copy(teacher) if self.cfg.student_channels is None else self._small_student(teacher)
             nets[f"generator{k}"] = Net(gen, trainable=True, ema=True)
             # a small critic's weights are placeholders until TSM ends (see seed_critic)
@@ -134,7 +194,7 @@ class MSD(DMD2):
                                f"{tsm} TSM steps; finish that run first (rerun it with the same --out) or pass one "
                                f"of its checkpoints from step {tsm} on")
         if meta["step"] == tsm > 0 and self.cfg.small_critics:  # its DM stage never began: the critics are placeholders
-            for k in range(self.cfg.students):
+            for k in self.trained:
                 self.seed_critic(nets[f"generator{k}"].module, nets[f"critic{k}"].module)
         return nets
 
@@ -144,19 +204,19 @@ class MSD(DMD2):
         if self.cfg.student_channels is not None:
             raise FewstepError(f"method.init_from: '{self.cfg.init_from}' is a dmd2 run, whose networks are the "
                                "teacher's size; drop method.student_channels or pass an msd run of that size")
-        names = {f"{role}{k}": role for k in range(self.cfg.students) for role in ("generator", "critic")}
+        names = {f"{role}{k}": role for k in self.trained for role in ("generator", "critic")}
         load_start_weights(self.cfg.init_from, "dmd2", {n: nets[n].module for n in names}, sources=names)
         return nets
 
     def training_data(self) -> dict[str, dict[str, torch.Tensor]]:
         data = continuous_training_data(load_dataset(self.data_cfg.name, self.data_cfg.data_dir))
-        streams = {}
-        for k, classes in enumerate(self.partition):
+        streams, parts = {}, {f"part{k}": self.partition[k] for k in self.trained}
+        for name, classes in parts.items():
             keep = torch.isin(data["labels"], torch.tensor(classes))
-            streams[f"part{k}"] = {key: v[keep] for key, v in data.items()}
+            streams[name] = {key: v[keep] for key, v in data.items()}
         if self.cfg.regression_weight:
             streams["pairs"] = self.regression_pairs()  # shared, not split by partition
-        return {**streams, **self.teacher_streams({f"part{k}": c for k, c in enumerate(self.partition)})}
+        return {**streams, **self.teacher_streams(parts)}
 
     def stage_steps(self) -> int:
         return tsm_stage_steps(vars(self.cfg))
@@ -164,7 +224,7 @@ class MSD(DMD2):
     def phases(self) -> list[Phase]:
         tsm = self.stage_steps()
         out = []
-        for k in range(self.cfg.students):
+        for k in self.trained:
             g, c, s = f"generator{k}", f"critic{k}", f"part{k}"
             if tsm:
                 out.append(Phase(f"tsm{k}", lambda ctx, g=g, s=s: self.tsm_step(ctx, g, s), trains=(g,), stop=tsm))
@@ -200,7 +260,7 @@ class MSD(DMD2):
         return StepOut((expand(loss_weight(sigma, self.sigma_data), x) * (pred - target) ** 2).mean())
 
     def info(self) -> dict:
-        return {**super().info(), "partition": self.partition, "students": self.cfg.students}
+        return {**super().info(), "partition": self.partition, "students": self.cfg.students, "trained": self.trained}
 
     @classmethod
     def contract_setup(cls, workdir) -> dict:
@@ -217,6 +277,10 @@ class MSD(DMD2):
             rows = (owner == k).nonzero().flatten()
             if len(rows) == 0:
                 continue
+            if f"generator{k}" not in nets:
+                raise FewstepError(f"class {int(labels[rows[0]])} belongs to student {k}, which this run does not "
+                                   f"train (method.only_students={info['trained']}); merge the runs of all "
+                                   "students first: fewstep export --run RUN... --out MERGED")
             x = fewstep_sample(nets[f"generator{k}"], labels[rows], [seeds[int(i)] for i in rows],
                                tuple(info["shape"]), info["gen_sigmas"], opt.get("noise_scale"))
             if out is None:
