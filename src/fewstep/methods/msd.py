@@ -98,15 +98,16 @@ def merge_student_runs(runs: list[str], out: str) -> Path:
     _, _, first, _ = found[0]
     same = lambda c: (c["method"].get("student_channels"),  # noqa: E731
                       *(c["info"][k] for k in ("teacher", "partition", "shape", "gen_sigmas")))
-    owner: dict[int, str] = {}
-    for run, _, config, _ in found:
+    owner: dict[int, tuple[str, Path, dict]] = {}  # student -> (run, step folder, config) of the run that trained it
+    for run, ckpt, config, _ in found:
         if same(config) != same(first):
             raise FewstepError(f"'{run}' does not fit '{found[0][0]}': merged students need the same teacher, number "
                                "of students, student size and one-step noise levels")
         for k in config["info"].get("trained", range(config["method"]["students"])):
             if k in owner:
-                raise FewstepError(f"student {k} is trained in both '{owner[k]}' and '{run}'; pass one run per student")
-            owner[k] = run
+                raise FewstepError(f"student {k} is trained in both '{owner[k][0]}' and '{run}'; pass one run per "
+                                   "student")
+            owner[k] = (run, ckpt, config)
     missing = sorted(set(range(first["method"]["students"])) - set(owner))
     if missing:
         raise FewstepError(f"no run trains student(s) {missing}; train them with method.only_students={missing} and "
@@ -116,12 +117,12 @@ def merge_student_runs(runs: list[str], out: str) -> Path:
     config["info"]["trained"] = sorted(owner)
     config["networks"] = {n: spec for n, spec in first["networks"].items() if n not in first["trainable"]}
     weights = {}
-    for _, ckpt, c, _ in found:
-        for name in c["trainable"]:
+    for k, (_, ckpt, c) in sorted(owner.items()):
+        for name in (f"generator{k}", f"critic{k}"):
             if name in c["networks"]:  # a critic has no spec of its own: sampling never builds it
                 config["networks"][name] = c["networks"][name]
             weights[name] = ckpt_io.sampling_weights(ckpt, name)
-    config["trainable"] = [f"{role}{k}" for k in sorted(owner) for role in ("generator", "critic")]
+    config["trainable"] = list(weights)
     sources = [{"run": str(ckpt), "step": meta["step"], "students": c["info"].get("trained")}
                for _, ckpt, c, meta in found]
     meta = {**found[0][3], "step": max(s["step"] for s in sources), "merged_from": sources}
