@@ -52,3 +52,13 @@ def train_tiny_edm(out: Path, data: str = "digits", steps: int = 2, extra: list[
     return train_run("edm", {"name": data}, str(out), overrides=[
         "method.channels=[8,16]", "method.emb_dim=16", f"train.steps={steps}", "train.batch_size=8",
         "train.warmup_steps=1", "method.sample_steps=2", *(extra or [])])
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,6 @@
 """scripts/blend_weights.py: a weighted sum of checkpoints' sampling weights that still loads as a run."""
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +9,11 @@ from safetensors.torch import load_file, save_file
 from fewstep.checkpoint import resolve_checkpoint, sampling_weights
 from fewstep.runs import load_run
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "blend_weights.py"
+from helpers import load_script
 
 
 def _blend():
-    spec = importlib.util.spec_from_file_location("blend_weights", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script("blend_weights").main
 
 
 def test_blend_is_the_weighted_sum_and_loads(tmp_path, digits_teacher):

@@ -1,25 +1,16 @@
 """scripts/step_stats.py: per-step pixel statistics of a few-step generator, the last step being its real sampler."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from fewstep.errors import FewstepError
-
 from fewstep.metrics.evaluate import balanced_labels
 from fewstep.runs import load_run
 
-from helpers import train_tiny_edm
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "step_stats.py"
+from helpers import load_script, train_tiny_edm
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("step_stats", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("step_stats")
 
 
 def test_rows_are_the_data_then_each_step_ending_with_the_full_sampler(tmp_path):
