@@ -33,3 +33,8 @@ def test_a_teacher_run_is_refused_in_one_line(tmp_path):
     teacher = train_tiny_edm(tmp_path / "edm")
     with pytest.raises(FewstepError, match="not an image run with one generator; pass a dmd2 run"):
         _script().step_stats(str(teacher), 8)
+
+
+def test_a_sample_count_below_one_is_refused_in_one_line():
+    with pytest.raises(SystemExit, match="N: a whole number of samples >= 1"):
+        _script().main(["runs/anything", "0"])
