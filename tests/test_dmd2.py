@@ -519,6 +519,47 @@ def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_pat
                          [f"method.teacher={teacher}", f"method.init_from={teacher}"]).method.build()
 
 
+def test_gen_sigma_is_the_one_step_generators_input_level_in_training_sampling_and_regression(tmp_path):
+    seen = []
+
+    def gen(x, sigma, labels):
+        seen.append((float(x.std()), sigma.unique().tolist()))
+        return torch.zeros_like(x)
+
+    for over, level in (([], 80.0), (["method.gen_sigma=2.5"], 2.5)):
+        seen.clear()
+        m = _trainer(tmp_path / str(level), *over).method
+        assert m.gen_sigmas == [level] and m.info()["gen_sigmas"] == [level]
+        x, s = m.generator_input(gen, torch.zeros(256, dtype=torch.long), None)
+        assert s.unique().tolist() == [level] and abs(float(x.std()) / level - 1) < 0.05
+        DMD2.generate({"generator": gen}, m.info(), torch.zeros(256, dtype=torch.long), list(range(256)))
+        m._regression_error(gen, {"z": torch.randn(256, *m.shape), "x": torch.zeros(256, *m.shape),
+                                  "labels": torch.zeros(256, dtype=torch.long)})
+        for std, levels in seen:  # the sampler and the regression pairs feed G the same level as training
+            assert levels == [level] and abs(std / level - 1) < 0.05
+    with pytest.raises(ValueError, match="one-step generators"):
+        DMD2Config(gen_sigma=2.5, gen_steps=4)
+    with pytest.raises(ValueError, match=r"gen_sigma must be in \(0, 80\]"):
+        DMD2Config(gen_sigma=0.0)
+
+
+def test_init_from_a_run_at_another_gen_sigma_is_refused(tmp_path):
+    from fewstep.cli.commands import train_run
+    from fewstep.experiment import build_experiment
+
+    from helpers import train_tiny_edm
+
+    teacher = str(train_tiny_edm(tmp_path / "edm"))
+    first = train_run("dmd2", {"name": "digits"}, str(tmp_path / "first"), extra_method={"teacher": teacher},
+                      overrides=["train.steps=1", "train.batch_size=8", "method.critic_updates=1", "method.gen_sigma=2.5"])
+    build = lambda *o: build_experiment("dmd2", {"name": "digits"}, None,  # noqa: E731
+                                        [f"method.teacher={teacher}", f"method.init_from={first}", *o]).method.build()
+    with pytest.raises(FewstepError, match=r"trained with method.gen_sigma=2.5 and this run has None; pass "
+                                           r"method.gen_sigma=2.5"):
+        build()
+    assert build("method.gen_sigma=2.5")["generator"].trainable
+
+
 def test_nested_finetune_sections_run_as_a_chain_each_from_the_run_before(tmp_path):
     from fewstep.cli.commands import train_run
     from fewstep.errors import FewstepError

@@ -3,7 +3,7 @@
 Networks: teacher (frozen EDM denoiser = real score), generator (teacher copy, run at sigma_max; EMA),
 critic = fake-score denoiser (teacher copy) with a GAN head on its bottleneck (§4.2).
 Generator phase (once per trainer step):
-  x = G(input)                          one step: input = sigma_max z; N steps: backward simulation (§4.3)
+  x = G(input)                          one step: input = sigma_max z (or SiD's 2.5 z); N steps: backward simulation (§4.3)
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
       optional f-divergence (f-distill, Xu et al. 2025, Thm. 1): g_i *= h(r_i) / mean h, h(r) = r^2 f''(r), with
@@ -32,7 +32,7 @@ from fewstep.methods.base import Method, Net, Phase, StepContext, StepOut
 from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_gan_loss, generator_gan_loss,
                                                  random_translate)
 from fewstep.methods.common.distribution_matching import check_divergence, density_ratio_weights, surrogate_loss
-from fewstep.methods.common.start import load_start_weights
+from fewstep.methods.common.start import load_start_weights, start_run_config
 from fewstep.methods.edm import continuous_info, continuous_training_data, require_edm_teacher
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
@@ -76,6 +76,9 @@ class DMD2Config:
     gan_real_samples: int = 20000
     gan_real_steps: int | None = None
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
+    # the one-step generator's input level, G(gen_sigma z) told gen_sigma: None = sigma_max (DMD2); SiD (Zhou et al.
+    # 2024, §4) starts its EDM generators at 2.5, where the teacher copy already denoises rather than draws a mean
+    gen_sigma: float | None = None
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
@@ -95,6 +98,9 @@ class DMD2Config:
     def __post_init__(self):
         if self.gen_steps < 1 or self.critic_updates < 1:
             raise ValueError("gen_steps and critic_updates must be >= 1")
+        if self.gen_sigma is not None and not (0 < self.gen_sigma <= SIGMA_MAX and self.gen_steps == 1):
+            raise ValueError(f"gen_sigma must be in (0, {SIGMA_MAX:g}] and is for one-step generators (gen_steps=1); "
+                             "null: sigma_max")
         if self.critic_lr is not None and not self.critic_lr > 0:
             raise ValueError("critic_lr must be > 0 (or null: train.lr)")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
@@ -146,7 +152,7 @@ class DMD2(Method):
         self.levels = karras_sigmas(self.cfg.num_levels).flip(0).float()  # ascending
         n = self.cfg.gen_steps
         top = self.cfg.num_levels - 1
-        self.gen_sigmas = [SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
+        self.gen_sigmas = [self.cfg.gen_sigma or SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
                                                       for k in range(n)]
 
     @staticmethod
@@ -169,6 +175,10 @@ class DMD2(Method):
     def _start_from_run(self, nets: dict[str, Net]) -> dict[str, Net]:
         """With method.init_from, the trainable networks take that run's weights (not on resume: the checkpoint has)."""
         if self.cfg.init_from and not self.resuming:
+            theirs = start_run_config(self.cfg.init_from).get("gen_sigma")
+            if theirs != self.cfg.gen_sigma:  # a generator trained at another input level starts from a wrong map
+                raise FewstepError(f"method.init_from: '{self.cfg.init_from}' was trained with method.gen_sigma={theirs}"
+                                   f" and this run has {self.cfg.gen_sigma}; pass method.gen_sigma={theirs}")
             load_start_weights(self.cfg.init_from, self.name, {n: v.module for n, v in nets.items() if v.trainable})
         return nets
 

@@ -8,10 +8,15 @@ from fewstep import checkpoint as ckpt_io
 from fewstep.errors import FewstepError
 
 
+def start_run_config(init_from: str) -> dict:
+    """The method options an init_from run was trained with."""
+    config, _ = ckpt_io.read_checkpoint_json(ckpt_io.resolve_checkpoint(init_from))
+    return config.get("method", {})
+
+
 def start_run_method(init_from: str) -> str | None:
     """The method an init_from run was trained with."""
-    config, _ = ckpt_io.read_checkpoint_json(ckpt_io.resolve_checkpoint(init_from))
-    return config.get("method", {}).get("name")
+    return start_run_config(init_from).get("name")
 
 
 def load_start_weights(init_from: str, method_name: str, modules: dict[str, nn.Module],
