@@ -77,7 +77,8 @@ class DMD2Config:
     gan_real_steps: int | None = None
     gen_steps: int = 1  # 1: one-step generator; N > 1: N-step generator
     # the one-step generator's input level, G(gen_sigma z) told gen_sigma: None = sigma_max (DMD2); SiD (Zhou et al.
-    # 2024, §4) starts its EDM generators at 2.5, where the teacher copy already denoises rather than draws a mean
+    # 2024) runs its EDM generators at 2.5 (official code, sigma_G), where the teacher copy denoises rather than
+    # predicts a mean image
     gen_sigma: float | None = None
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
     critic_lr: float | None = None  # None: train.lr
