@@ -267,6 +267,27 @@ def test_each_phase_changes_only_its_networks_and_gan_reaches_the_right_ones(tmp
     assert any(k.startswith("head.") for k in ch["critic"]) and any(k.startswith("denoiser.") for k in ch["critic"])
 
 
+def test_multiscale_gan_head_averages_one_head_per_feature_level_and_all_of_them_learn(tmp_path):
+    tr = _trainer(tmp_path / "ms", "method.gan_head=multiscale", "method.gan_weight_critic=1.0")
+    critic = tr.raw["critic"]
+    x, sigma, y = torch.randn(8, *tr.method.shape), torch.full((8,), 0.5), torch.arange(8) % 10
+    _, feats = critic.denoiser(x, sigma, y, features=True)
+    assert [f.shape[1] for f in feats] == critic.denoiser.feature_channels == [16, 16, 8]
+    assert [f.shape[-1] for f in feats] == [4, 4, 8]  # bottleneck, then the decoder's levels at 4x4 and 8x8
+    want = (critic.head(feats[0]) + critic.level_heads[0](feats[1]) + critic.level_heads[1](feats[2])) / 3
+    assert torch.allclose(critic.logits(x, sigma, y), want, atol=1e-6)
+    before = {n: {k: v.clone() for k, v in tr.raw[n].state_dict().items()} for n in tr.raw}
+    tr._run_phase(tr.phase_list[1], 0, {})  # the critic phase
+    changed = set(_changed(before, tr)["critic"])
+    assert {k for k in before["critic"] if k.startswith("level_heads.")} <= changed  # every level's head trains
+    # the default critic keeps DMD2's one bottleneck head and its checkpoint names
+    plain = _trainer(tmp_path / "plain").raw["critic"]
+    assert plain.level_heads is None and set(plain.state_dict()) == {k for k in before["critic"]
+                                                                       if not k.startswith("level_heads.")}
+    with pytest.raises(ValueError, match="gan_head must be 'bottleneck' or 'multiscale'"):
+        DMD2Config(gan_head="all")
+
+
 def test_gan_term_reaches_the_generator_only_when_enabled(tmp_path):
     def gen_update(gan):
         torch.manual_seed(0)

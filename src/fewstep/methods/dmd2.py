@@ -64,6 +64,9 @@ class DMD2Config:
     gan: bool = True
     gan_weight_gen: float = 3e-3  # lambda_G (ImageNet)
     gan_weight_critic: float = 1e-2  # lambda_D
+    # where the discriminator reads the critic: "bottleneck" (DMD2 §4.2) or "multiscale": a head on the bottleneck and
+    # one on each decoder level's output, logits averaged (multi-level feature heads as in LADD, Sauer et al. 2024)
+    gan_head: str = "bottleneck"
     # GAN inputs against a small real set (1,437 digits): its noise levels from [gan_min, gan_max) of the grid (0, 1
     # = all, as the official code), and a random translation with probability gan_augment applied to real and fake alike
     gan_min: float = 0.0
@@ -118,6 +121,8 @@ class DMD2Config:
         for name in ("regression_steps", "gan_real_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (or null: the teacher's own steps)")
+        if self.gan_head not in ("bottleneck", "multiscale"):
+            raise ValueError(f"gan_head must be 'bottleneck' or 'multiscale' (got {self.gan_head!r})")
         if self.gan_real not in ("data", "teacher") or self.gan_real_samples < 1:
             raise ValueError(f"gan_real must be 'data' or 'teacher' (got {self.gan_real!r}) and gan_real_samples >= 1")
         if self.gan_real == "teacher" and not self.gan:
@@ -164,7 +169,8 @@ class DMD2(Method):
 
     def _critic(self, teacher) -> CriticWithHead:
         """The fake-score denoiser starts as a teacher copy; its GAN head works on images or on 2-D features."""
-        return CriticWithHead(self._copy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan)
+        return CriticWithHead(self._copy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan,
+                              multiscale=self.cfg.gan_head == "multiscale")
 
     def build(self) -> dict[str, Net]:
         self._setup_grid()

@@ -1,8 +1,9 @@
 """EDM-preconditioned denoisers: a small class-conditional UNet for images and an MLP for 2-D points.
 
 forward(x, sigma, labels) returns D(x; sigma, y), the denoised estimate. `features=True` also returns
-the bottleneck activations, where DMD2's GAN head reads (DMD2 §4.2). The null class (= num_classes)
-is the unconditional model used by classifier-free guidance.
+a list of activations for GAN heads: the bottleneck first, where DMD2's head reads (DMD2 §4.2), then (UNet)
+each decoder level's output, coarse to fine (`feature_channels` lists their widths). The null class
+(= num_classes) is the unconditional model used by classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def fourier_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) ->
 
 class EDMDenoiserBase(nn.Module):
     """What both denoisers share: the noise-level + class embedding, and EDM preconditioning around `raw`,
-    the network F(c_in x; c_noise, y) -> (output, bottleneck features)."""
+    the network F(c_in x; c_noise, y) -> (output, list of features, bottleneck first)."""
 
     def _make_embed(self, num_classes: int, emb_dim: int) -> None:
         self.emb_dim = emb_dim
@@ -124,7 +125,7 @@ class UNetDenoiser(SpecModule, EDMDenoiserBase):
         self.mid1 = ResBlock(c, c, cfg.emb_dim, cfg.dropout)
         self.mid_attn = SelfAttention(c) if cfg.attention else nn.Identity()
         self.mid2 = ResBlock(c, c, cfg.emb_dim, cfg.dropout)
-        self.feature_channels = c
+        self.feature_channels = [c, *reversed(chs)]  # bottleneck, then each decoder level's output
         self.up = nn.ModuleList()
         for i, ch in reversed(list(enumerate(chs))):
             for _ in range(cfg.blocks_per_level + 1):
@@ -146,13 +147,15 @@ class UNetDenoiser(SpecModule, EDMDenoiserBase):
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
             skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        feats = h
+        feats = [h]
         for layer in self.up:
             if isinstance(layer, ResBlock):
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
             else:
+                if isinstance(layer, nn.Upsample):  # a decoder level ends here
+                    feats.append(h)
                 h = layer(h)
-        return self.conv_out(F.silu(self.norm_out(h))), feats
+        return self.conv_out(F.silu(self.norm_out(h))), feats + [h]
 
 
 # ------------------------------------------------------------------------------------------------ 2-D points
@@ -183,10 +186,10 @@ class MLPDenoiser(SpecModule, EDMDenoiserBase):
         self.emb_proj = nn.Linear(cfg.emb_dim, cfg.hidden)
         self.layers = nn.ModuleList(nn.Linear(cfg.hidden, cfg.hidden) for _ in range(cfg.depth))
         self.out = nn.Linear(cfg.hidden, cfg.dim)
-        self.feature_channels = cfg.hidden
+        self.feature_channels = [cfg.hidden]
 
     def raw(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor):
         h = self.inp(x_in) + self.emb_proj(self._embed(c_noise, labels))
         for layer in self.layers:
             h = h + layer(F.silu(h))
-        return self.out(F.silu(h)), h
+        return self.out(F.silu(h)), [h]

@@ -33,14 +33,18 @@ class CriticWithHead(nn.Module):
     """The fake-score denoiser and its GAN head, trained together in the critic phase.
 
     forward() returns D_fake(x; sigma) and, when `gan_x` is given, the head's logits on it: one call per
-    step, so a DDP-wrapped critic syncs the gradients of both terms.
+    step, so a DDP-wrapped critic syncs the gradients of both terms. `multiscale` adds a head of the same
+    form on each decoder level's output; the logit is the mean of all heads' (one discriminator, whose optimum
+    is still the log density ratio).
     """
 
-    def __init__(self, denoiser: nn.Module, spatial: bool, gan: bool = True):
+    def __init__(self, denoiser: nn.Module, spatial: bool, gan: bool = True, multiscale: bool = False):
         super().__init__()
         self.denoiser = denoiser
+        chans = denoiser.feature_channels
         # no head without a GAN term: every parameter then takes part in each step (DDP needs no extra pass)
-        self.head = BottleneckHead(denoiser.feature_channels, spatial) if gan else None
+        self.head = BottleneckHead(chans[0], spatial) if gan else None
+        self.level_heads = nn.ModuleList(BottleneckHead(c, spatial) for c in chans[1:]) if gan and multiscale else None
 
     def forward(self, x, sigma, labels, gan_x=None, gan_sigma=None, gan_labels=None):
         d = self.denoiser(x, sigma, labels)
@@ -54,7 +58,10 @@ class CriticWithHead(nn.Module):
     def with_logits(self, x_noisy, sigma, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """D_fake(x) and the head's logit on the same input, from one pass."""
         d, feats = self.denoiser(x_noisy, sigma, labels, features=True)
-        return d, self.head(feats)
+        if self.level_heads is None:
+            return d, self.head(feats[0])
+        heads = [self.head, *self.level_heads]
+        return d, torch.stack([h(f) for h, f in zip(heads, feats, strict=True)]).mean(0)
 
 
 def random_translate(x: torch.Tensor, p: float, shift: int = 1) -> torch.Tensor:
