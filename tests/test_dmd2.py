@@ -575,7 +575,7 @@ def test_init_from_a_run_at_another_gen_sigma_is_refused(tmp_path):
                       overrides=["train.steps=1", "train.batch_size=8", "method.critic_updates=1", "method.gen_sigma=2.5"])
     build = lambda *o: build_experiment("dmd2", {"name": "digits"}, None,  # noqa: E731
                                         [f"method.teacher={teacher}", f"method.init_from={first}", *o]).method.build()
-    with pytest.raises(FewstepError, match=r"trained with method.gen_sigma=2.5 and this run has None; pass "
+    with pytest.raises(FewstepError, match=r"trained with method.gen_sigma=2.5 and this run has null; pass "
                                            r"method.gen_sigma=2.5"):
         build()
     assert build("method.gen_sigma=2.5")["generator"].trainable

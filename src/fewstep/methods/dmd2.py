@@ -184,8 +184,9 @@ class DMD2(Method):
         if self.cfg.init_from and not self.resuming:
             theirs = start_run_config(self.cfg.init_from).get("gen_sigma")
             if theirs != self.cfg.gen_sigma:  # a generator trained at another input level starts from a wrong map
-                raise FewstepError(f"method.init_from: '{self.cfg.init_from}' was trained with method.gen_sigma={theirs}"
-                                   f" and this run has {self.cfg.gen_sigma}; pass method.gen_sigma={theirs}")
+                want, have = ("null" if v is None else v for v in (theirs, self.cfg.gen_sigma))  # null = sigma_max
+                raise FewstepError(f"method.init_from: '{self.cfg.init_from}' was trained with method.gen_sigma={want}"
+                                   f" and this run has {have}; pass method.gen_sigma={want}")
             load_start_weights(self.cfg.init_from, self.name, {n: v.module for n, v in nets.items() if v.trainable})
         return nets
 
