@@ -5,8 +5,8 @@
 `fewstep eval` scores FID against the training images, so a model that reproduces them scores well: on a small
 set (1,437 training digits) that rewards memorising them, and the test split (360 digits) does not. Each run draws
 the same seed blocks as `fewstep eval --n N --repeats REPEATS` (its train FID is that command's), with STEPS as its
-`--steps`. FID against 360 images is biased upwards alike for every model: read the differences, which are printed
-against the first run, block by block.
+`--steps`. FID against 360 images is biased upwards alike for every model: read the differences, printed against
+the first run as their mean over blocks ± its standard error.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def main(argv: list[str]) -> None:
             base = f["test"]
         else:
             d = [a - b for a, b in zip(f["test"], base)]
-            line += f"  test - first run: {sum(d) / len(d):+.3f} (lower on {sum(x < 0 for x in d)} of {len(d)} blocks)"
+            m = sum(d) / len(d)
+            se = (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("nan")
+            line += f"  test - first run: {m:+.3f} ± {se:.3f} (lower on {sum(x < 0 for x in d)} of {len(d)} blocks)"
         print(line + f"  blocks test {[round(x, 3) for x in f['test']]}", flush=True)
 
 
