@@ -11,18 +11,14 @@ the first run as their mean over blocks ± its standard error.
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from fewstep.errors import FewstepError  # noqa: E402
-
-BLOCK = 1_000_000  # block r's seeds start at r x BLOCK, as fewstep eval's
+from fewstep.errors import FewstepError  # importing fewstep sets OMP_WAIT_POLICY before torch loads
 
 
 def heldout_fids(run_path: str, n: int, repeats: int, steps: int | None = None) -> dict[str, list[float]]:
     """Per seed block: FID of the run's n class-balanced samples against the train and the test split."""
+    from fewstep.bench.common import BLOCK_SEEDS
     from fewstep.metrics.distances import frechet_distance
     from fewstep.metrics.evaluate import balanced_labels, decoder_for, generate
     from fewstep.metrics.evaluator import get_evaluator
@@ -36,7 +32,7 @@ def heldout_fids(run_path: str, n: int, repeats: int, steps: int | None = None) 
     labels, opts = balanced_labels(ds.num_classes, n), ({"steps": steps} if steps else {})
     out = {"train": [], "test": []}
     for r in range(repeats):
-        samples, _ = generate(run, labels, list(range(r * BLOCK, r * BLOCK + n)), **opts)
+        samples, _ = generate(run, labels, list(range(r * BLOCK_SEEDS, r * BLOCK_SEEDS + n)), **opts)
         feats, _ = ev.features_and_logits(decoder.decode(samples))
         out["train"].append(frechet_distance(feats, ev.train_features))
         out["test"].append(frechet_distance(feats, ev.test_features))

@@ -53,7 +53,6 @@ def step_stats(run_path: str, n: int) -> list[tuple[str, dict[str, float]]]:
 def main(argv: list[str]) -> None:
     if len(argv) not in (1, 2) or (len(argv) == 2 and not (argv[1].isdigit() and int(argv[1]) > 0)):
         sys.exit("usage: python scripts/step_stats.py RUN [N]   (N: a whole number of samples >= 1, default 1000)")
-    torch.set_flush_denormal(True)
     rows = step_stats(argv[0], int(argv[1]) if len(argv) == 2 else 1000)
     print(f"| samples | mean | std | share < -{EDGE} | share > {EDGE} |\n|---|---|---|---|---|")
     for what, s in rows:

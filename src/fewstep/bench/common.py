@@ -47,6 +47,9 @@ def machine_line(m: dict) -> str:
     return f"{dev}; torch {m['torch']}; measured {m['date']}"
 
 
+BLOCK_SEEDS = 1_000_000  # seed block r draws seeds r x BLOCK_SEEDS onwards
+
+
 def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block: int = 0, on_block=None,
                   **options) -> dict:
     """evaluate_run over seed blocks first_block .. first_block+repeats-1; metric -> mean (and '<metric>_std' when
@@ -62,7 +65,7 @@ def repeated_eval(run, n: int | None, repeats: int, evaluator=None, first_block:
     t0 = time.perf_counter()
     results = []
     for r in range(first_block, first_block + repeats):
-        res = evaluate_run(run, n=n, seed_offset=r * 1_000_000, evaluator=evaluator, **options)
+        res = evaluate_run(run, n=n, seed_offset=r * BLOCK_SEEDS, evaluator=evaluator, **options)
         results.append(res)
         headline = "fid" if "fid" in res["metrics"] else next(iter(res["metrics"]))  # exact metrics where no FID
         if repeats > 1:  # a block of a many-step teacher can take minutes

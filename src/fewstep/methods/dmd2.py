@@ -158,8 +158,8 @@ class DMD2(Method):
         self.levels = karras_sigmas(self.cfg.num_levels).flip(0).float()  # ascending
         n = self.cfg.gen_steps
         top = self.cfg.num_levels - 1
-        self.gen_sigmas = [self.cfg.gen_sigma or SIGMA_MAX] if n == 1 else [float(self.levels[top - k * self.cfg.num_levels // n])
-                                                      for k in range(n)]
+        self.gen_sigmas = ([self.cfg.gen_sigma or SIGMA_MAX] if n == 1 else
+                           [float(self.levels[top - k * self.cfg.num_levels // n]) for k in range(n)])
 
     @staticmethod
     def _copy(teacher):
