@@ -151,7 +151,7 @@ def test_backward_simulation_feeds_the_generators_own_rollout():
     for seed in range(40):
         torch.manual_seed(seed)
         calls.clear()
-        x_k, s_k = m.generator_input(gen, torch.zeros(16, dtype=torch.long), real)
+        x_k, s_k, _ = m.generator_input(gen, torch.zeros(16, dtype=torch.long), real)
         k = len(calls)
         seen_k.add(k)
         assert float(s_k[0]) == pytest.approx(m.gen_sigmas[k]) and not x_k.requires_grad
@@ -171,7 +171,7 @@ def test_without_backward_simulation_inputs_are_noised_real_data():
     real = torch.full((4096, 2), 100.0)
     for seed in range(20):
         torch.manual_seed(seed)
-        x_k, s_k = m.generator_input(lambda *a: pytest.fail("generator must not run"), torch.zeros(4096).long(), real)
+        x_k, s_k, _ = m.generator_input(lambda *a: pytest.fail("generator must not run"), torch.zeros(4096).long(), real)
         if float(s_k[0]) < 80.0:
             assert abs(float(((x_k - real) / s_k[0]).std()) - 1.0) < 0.05
 
@@ -286,6 +286,75 @@ def test_multiscale_gan_head_averages_one_head_per_feature_level_and_all_of_them
                                                                        if not k.startswith("level_heads.")}
     with pytest.raises(ValueError, match="gan_head must be 'bottleneck' or 'multiscale'"):
         DMD2Config(gan_head="all")
+
+
+def test_step_critic_reads_each_generator_steps_samples_with_that_steps_copy_of_the_classes(tmp_path):
+    picked, seen = [], []
+    for seed in range(8):
+        tr = _trainer(tmp_path / str(seed), "method.gen_steps=4", "method.step_critic=true",
+                      "method.gan_weight_critic=1.0", "train.weight_decay=0.0")
+        m, critic = tr.method, tr.raw["critic"]
+        rows = critic.denoiser.class_emb.weight
+        assert torch.equal(rows, tr.raw["teacher"].class_emb.weight.repeat(4, 1))  # 4 steps x 11 labels, as the teacher
+        inputs = m.generator_input
+        m.generator_input = lambda *a, inputs=inputs: (lambda out: picked.append(out[2]) or out)(inputs(*a))
+        critic.denoiser.register_forward_pre_hook(lambda mod, args: seen.append(args[2].clone()))
+        torch.manual_seed(seed)
+        before = rows.detach().clone()
+        phase = tr.phase_list[seed % 2]  # generator (DM and GAN terms), then critic (denoising and GAN)
+        seen.clear()
+        tr._run_phase(phase, 0, {})
+        k = picked[-1]
+        assert seen and all(bool((labels // 11 == k).all()) for labels in seen)  # real images' labels too
+        moved = ((rows.detach() - before).abs().sum(1) > 0).nonzero().flatten()
+        if phase.name == "critic":  # its update reaches only step k's class embeddings
+            assert len(moved) and bool((moved // 11 == k).all())
+        else:
+            assert not len(moved)
+    assert len(set(picked)) > 1
+    with pytest.raises(ValueError, match="step_critic treats each generator step.s samples apart; it needs gen_steps > 1"):
+        DMD2Config(step_critic=True)
+
+
+def test_dm_below_input_draws_each_steps_dm_levels_up_to_its_input_level_only():
+    torch.manual_seed(0)  # 4,096 draws reach the top of each range (a miss: about 1.4% unseeded)
+    ring = GaussianRing()
+    x, y = ring.sample(torch.arange(4096) % 8), torch.arange(4096) % 8
+    levels = karras_sigmas(1000).flip(0).float()
+    top = {}
+    for below in (False, True):
+        m = _bare_dmd2(gen_steps=4, dm_below_input=below)
+        m.gen_sigmas = [float(levels[i]) for i in (999, 749, 499, 249)]  # DMD2's N = 4 levels
+        seen = []
+        critic = ExactDenoiser(ring)
+        critic.forward = lambda x, sigma, labels, inner=critic.forward: seen.append(sigma) or inner(x, sigma, labels)
+        for k in range(4):
+            seen.clear()
+            m.dm_grad(_ctx({"teacher": ExactDenoiser(ring), "critic": critic}), "critic", x, y, step=k)
+            top[below, k] = float(seen[0].max())
+    assert all(top[False, k] == pytest.approx(float(levels[979])) for k in range(4))  # dm_max 98% for every step
+    # step k's inputs sit at grid index 999 - 250 k (80, 17.5, 2.52, 0.168): its DM levels stop there
+    assert [top[True, k] for k in range(4)] == pytest.approx([float(levels[i]) for i in (979, 749, 499, 249)])
+    # levels off the grid (step_sigmas): the highest grid level at or below each
+    m = _bare_dmd2(gen_steps=2, dm_below_input=True, step_sigmas=(80.0, 0.35))
+    m.gen_sigmas = [80.0, 0.35]
+    assert [m._input_level(k) for k in range(2)] == [1000, int((levels <= 0.35).sum())]
+
+
+def test_step_sigmas_set_the_few_step_generators_input_levels(tmp_path):
+    m = _trainer(tmp_path, "method.gen_steps=4", "method.step_sigmas=[80,2.0,0.8,0.35]").method
+    assert m.gen_sigmas == [80.0, 2.0, 0.8, 0.35] and m.info()["gen_sigmas"] == m.gen_sigmas
+    seen = []
+
+    def gen(x, sigma, labels):
+        seen.append(float(sigma[0]))
+        return torch.zeros_like(x)
+
+    DMD2.generate({"generator": gen}, m.info(), torch.zeros(4, dtype=torch.long), list(range(4)))
+    assert seen == pytest.approx([80.0, 2.0, 0.8, 0.35])  # the sampler runs the levels it was trained at
+    for bad in ((80.0, 0.8, 2.0, 0.35), (80.0, 2.0, 0.8), (90.0, 2.0, 0.8, 0.35)):
+        with pytest.raises(ValueError, match="step_sigmas must list gen_steps"):
+            DMD2Config(gen_steps=4, step_sigmas=bad)
 
 
 def test_gan_term_reaches_the_generator_only_when_enabled(tmp_path):
@@ -551,7 +620,7 @@ def test_gen_sigma_is_the_one_step_generators_input_level_in_training_sampling_a
         seen.clear()
         m = _trainer(tmp_path / str(level), *over).method
         assert m.gen_sigmas == [level] and m.info()["gen_sigmas"] == [level]
-        x, s = m.generator_input(gen, torch.zeros(256, dtype=torch.long), None)
+        x, s, _ = m.generator_input(gen, torch.zeros(256, dtype=torch.long), None)
         assert s.unique().tolist() == [level] and abs(float(x.std()) / level - 1) < 0.05
         DMD2.generate({"generator": gen}, m.info(), torch.zeros(256, dtype=torch.long), list(range(256)))
         m._regression_error(gen, {"z": torch.randn(256, *m.shape), "x": torch.zeros(256, *m.shape),

@@ -83,7 +83,17 @@ class DMD2Config:
     # 2024) runs its EDM generators at 2.5 (official code, sigma_G), where the teacher copy denoises rather than
     # predicts a mean image
     gen_sigma: float | None = None
+    # N > 1: the steps' input levels, descending (FastGen's t_list); None: DMD2's every (T/N)-th level of the grid
+    # from the top (80, 17.5, 2.5, 0.168 for N = 4)
+    step_sigmas: tuple[float, ...] | None = None
     backward_simulation: bool = True  # N > 1: train on the generator's own rollouts, not noised real data
+    # N > 1: the critic (fake score and GAN head) is told which generator step made each sample, through a class
+    # embedding per (step, class), so the DM gradient of step k's outputs is taken against their own fake score;
+    # false: one fake score for the mixture of all steps' outputs (DMD2's code)
+    step_critic: bool = False
+    # N > 1: the DM levels of step k's outputs stop at that step's input level sigma_k, above which its outputs carry
+    # what earlier steps made; false: every step's outputs at all DM levels (DMD2)
+    dm_below_input: bool = False
     critic_lr: float | None = None  # None: train.lr
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
     # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
@@ -102,6 +112,15 @@ class DMD2Config:
     def __post_init__(self):
         if self.gen_steps < 1 or self.critic_updates < 1:
             raise ValueError("gen_steps and critic_updates must be >= 1")
+        for name in ("step_critic", "dm_below_input"):
+            if getattr(self, name) and self.gen_steps == 1:
+                raise ValueError(f"{name} treats each generator step's samples apart; it needs gen_steps > 1")
+        if self.step_sigmas is not None:
+            s = [float(v) for v in self.step_sigmas]
+            if len(s) != self.gen_steps or self.gen_steps == 1 or not (
+                    SIGMA_MAX >= s[0] and s[-1] > 0 and all(a > b for a, b in zip(s, s[1:]))):
+                raise ValueError(f"step_sigmas must list gen_steps (> 1) input levels, descending in (0, {SIGMA_MAX:g}] "
+                                 f"(got {s} for gen_steps={self.gen_steps})")
         if self.gen_sigma is not None and not (0 < self.gen_sigma <= SIGMA_MAX and self.gen_steps == 1):
             raise ValueError(f"gen_sigma must be in (0, {SIGMA_MAX:g}] and is for one-step generators (gen_steps=1); "
                              "null: sigma_max")
@@ -157,9 +176,10 @@ class DMD2(Method):
         self.sigma_data = run.nets["model"].cfg.sigma_data
         self.levels = karras_sigmas(self.cfg.num_levels).flip(0).float()  # ascending
         n = self.cfg.gen_steps
-        top = self.cfg.num_levels - 1
+        T = self.cfg.num_levels
         self.gen_sigmas = ([self.cfg.gen_sigma or SIGMA_MAX] if n == 1 else
-                           [float(self.levels[top - k * self.cfg.num_levels // n]) for k in range(n)])
+                           [float(v) for v in self.cfg.step_sigmas] if self.cfg.step_sigmas else
+                           [float(self.levels[T - 1 - k * T // n]) for k in range(n)])
 
     @staticmethod
     def _copy(teacher):
@@ -169,7 +189,10 @@ class DMD2(Method):
 
     def _critic(self, teacher) -> CriticWithHead:
         """The fake-score denoiser starts as a teacher copy; its GAN head works on images or on 2-D features."""
-        return CriticWithHead(self._copy(teacher), self.t_info["kind"] == "continuous", gan=self.cfg.gan,
+        fake = self._copy(teacher)
+        if self.cfg.step_critic:
+            fake.tile_classes(self.cfg.gen_steps)
+        return CriticWithHead(fake, self.t_info["kind"] == "continuous", gan=self.cfg.gan,
                               multiscale=self.cfg.gan_head == "multiscale")
 
     def build(self) -> dict[str, Net]:
@@ -259,6 +282,11 @@ class DMD2(Method):
         i = torch.randint(int(lo * T), max(int(lo * T) + 1, int(hi * T)), (b,), device=device)
         return self.levels.to(device)[i]
 
+    def _input_level(self, step: int) -> int:
+        """How many grid levels lie at or below generator step `step`'s input level."""
+        return int(torch.searchsorted(self.levels, torch.tensor(self.gen_sigmas[step], dtype=self.levels.dtype),
+                                      right=True))
+
     def _dm_bin(self, sigma: torch.Tensor) -> torch.Tensor | None:
         """Which of `ratio_bins` equal-width bins of the DM's grid indices each sigma falls in (None: no binning)."""
         n = self.cfg.ratio_bins
@@ -268,14 +296,19 @@ class DMD2(Method):
         edges = self.levels.to(sigma.device)[[lo + k * (hi - lo) // n for k in range(1, n)]]
         return torch.bucketize(sigma, edges, right=True)
 
-    def generator_input(self, gen, labels: torch.Tensor, real: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_k, sigma_k) the generator is trained on this step (§4.3 backward simulation for N > 1 steps)."""
+    def critic_labels(self, labels: torch.Tensor, step: int) -> torch.Tensor:
+        """The critic's labels for samples of generator step `step`: with step_critic, that step's copy of the classes."""
+        return labels + step * (self.t_info["num_classes"] + 1) if self.cfg.step_critic else labels
+
+    def generator_input(self, gen, labels: torch.Tensor, real: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(x_k, sigma_k, k) the generator is trained on this step (§4.3 backward simulation for N > 1 steps)."""
         b, device = labels.shape[0], labels.device
         sig = self.gen_sigmas
         x = torch.randn(b, *self.shape, device=device) * sig[0]
         k = int(torch.randint(0, len(sig), ()))  # one step index per iteration, shared by the batch
         if k == 0:
-            return x, torch.full((b,), sig[0], device=device)
+            return x, torch.full((b,), sig[0], device=device), 0
         if self.cfg.backward_simulation:
             with torch.no_grad():  # the generator's own inference-time rollout, no gradient through it
                 for j in range(k):
@@ -283,7 +316,7 @@ class DMD2(Method):
                     x = x0 + sig[j + 1] * torch.randn_like(x0)
         else:
             x = real + sig[k] * torch.randn_like(real)
-        return x, torch.full((b,), sig[k], device=device)
+        return x, torch.full((b,), sig[k], device=device), k
 
     def _gan_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the discriminator sees of clean images x: augmented, then noised to a level of its own (diffusion GAN)."""
@@ -292,20 +325,24 @@ class DMD2(Method):
         return x + expand(sigma, x) * torch.randn_like(x), sigma
 
     def dm_grad(self, ctx: StepContext, critic_name: str, x: torch.Tensor, y: torch.Tensor,
-                logs: dict | None = None) -> torch.Tensor:
+                logs: dict | None = None, step: int = 0) -> torch.Tensor:
         """DMD's distribution-matching gradient at x (Eq. 7-8), no grad: (p_real - p_fake) / mean|p_real|, times
-        f-distill's per-sample weight h(r) for divergences other than reverse KL (its largest goes to `logs`)."""
+        f-distill's per-sample weight h(r) for divergences other than reverse KL (its largest goes to `logs`);
+        x came from generator step `step`."""
         c = self.cfg
-        sigma = self._level(x.shape[0], c.dm_min, c.dm_max, x.device)
+        hi = c.dm_max  # with dm_below_input, indices below the step's input level's (+0.5: exact after * T)
+        if c.dm_below_input:
+            hi = min(hi, (self._input_level(step) + 0.5) / c.num_levels)
+        sigma = self._level(x.shape[0], c.dm_min, hi, x.device)
         with torch.no_grad():
             x_t = x + expand(sigma, x) * torch.randn_like(x)
             d_real = guided_denoise(ctx.net("teacher"), x_t, sigma / c.teacher_sigma_scale, y, c.teacher_cfg,
                                     self.t_info["null_class"])
-            critic = ctx.net(critic_name)
+            critic, y_c = ctx.net(critic_name), self.critic_labels(y, step)
             if c.divergence == "rkl":
-                d_fake = critic(x_t, sigma, y)
+                d_fake = critic(x_t, sigma, y_c)
             else:  # the discriminator's logit at x_t estimates log p_real / p_fake there (its optimum)
-                d_fake, log_ratio = critic.with_logits(x_t, sigma, y)
+                d_fake, log_ratio = critic.with_logits(x_t, sigma, y_c)
             p_real, p_fake = x - d_real, x - d_fake
             w = p_real.abs().mean(dim=tuple(range(1, x.dim())), keepdim=True)
             g = (p_real - p_fake) / w
@@ -319,10 +356,10 @@ class DMD2(Method):
     def generator_step(self, ctx: StepContext, gen_name: str, critic_name: str, stream: str = "default") -> StepOut:
         batch = ctx.batch(stream)
         y = batch["labels"]
-        x_in, s_in = self.generator_input(ctx.net(gen_name), y, batch["x"])
+        x_in, s_in, k = self.generator_input(ctx.net(gen_name), y, batch["x"])
         x = ctx.net(gen_name)(x_in, s_in, y)
         logs = {}
-        g = self.dm_grad(ctx, critic_name, x.detach(), y, logs)
+        g = self.dm_grad(ctx, critic_name, x.detach(), y, logs, step=k)
         loss = loss_dm = surrogate_loss(x, g, scale=1.0 / x.numel())
         logs.update({"dm": float(loss_dm.detach()), "g_abs": float(g.abs().mean())})
         if self.cfg.regression_weight:
@@ -335,7 +372,7 @@ class DMD2(Method):
                     logs["reg_heldout"] = float(self._regression_error(ctx.net(gen_name), self._heldout))
         if self.cfg.gan:
             x_gan, sigma = self._gan_input(x)
-            logits = ctx.net(critic_name).logits(x_gan, sigma, y)
+            logits = ctx.net(critic_name).logits(x_gan, sigma, self.critic_labels(y, k))
             loss_g = generator_gan_loss(logits)
             loss = loss + self.cfg.gan_weight_gen * loss_g
             logs["gan_g"] = float(loss_g.detach())
@@ -346,17 +383,18 @@ class DMD2(Method):
         y, real = batch["labels"], batch["x"]
         gan = ctx.batch(f"teacher_{stream}") if self.cfg.gan_real == "teacher" else batch
         with torch.no_grad():
-            x_in, s_in = self.generator_input(ctx.net(gen_name), y, real)
+            x_in, s_in, k = self.generator_input(ctx.net(gen_name), y, real)
             fake = ctx.net(gen_name)(x_in, s_in, y)
         b = fake.shape[0]
         sigma = self._level(b, 0.0, 1.0, fake.device)
         x_noisy = fake + expand(sigma, fake) * torch.randn_like(fake)
+        y_c = self.critic_labels(y, k)  # with step_critic, real images face the step-k discriminator too
         if not self.cfg.gan:
-            d = ctx.net(critic_name)(x_noisy, sigma, y)
+            d = ctx.net(critic_name)(x_noisy, sigma, y_c)
         else:  # fake and real, each noised to its own level (diffusion GAN), through the same forward call
             gan_x, s_gan = self._gan_input(torch.cat([fake, gan["x"]]))
-            d, logits = ctx.net(critic_name)(x_noisy, sigma, y, gan_x=gan_x, gan_sigma=s_gan,
-                                             gan_labels=torch.cat([y, gan["labels"]]))
+            d, logits = ctx.net(critic_name)(x_noisy, sigma, y_c, gan_x=gan_x, gan_sigma=s_gan,
+                                             gan_labels=self.critic_labels(torch.cat([y, gan["labels"]]), k))
             lf, lr = logits[:b], logits[b:]
         loss_fake = (expand(loss_weight(sigma, self.sigma_data), fake) * (d - fake) ** 2).mean()
         loss, logs = loss_fake, {"denoise": float(loss_fake.detach())}

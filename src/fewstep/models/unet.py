@@ -36,6 +36,15 @@ class EDMDenoiserBase(nn.Module):
         self.noise_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim)
 
+    def tile_classes(self, copies: int) -> "EDMDenoiserBase":
+        """Make the label space `copies` copies of this one, each starting from these class embeddings: label
+        y + j (num_classes + 1) is class y (or the null class) in copy j. In place, saved config included."""
+        rows = self.class_emb.weight.detach().repeat(copies, 1)
+        self.cfg.num_classes = len(rows) - 1
+        self.null_class = self.cfg.num_classes
+        self.class_emb = nn.Embedding.from_pretrained(rows.clone(), freeze=False)
+        return self
+
     def _embed(self, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.silu(self.noise_mlp(fourier_embedding(c_noise, self.emb_dim)) + self.class_emb(labels))
 
