@@ -3,7 +3,8 @@
 Networks: teacher (frozen EDM denoiser = real score), generator (teacher copy, run at sigma_max; EMA),
 critic = fake-score denoiser (teacher copy) with a GAN head on its bottleneck (§4.2).
 Generator phase (once per trainer step):
-  x = G(input)                          one step: input = sigma_max z (or SiD's 2.5 z); N steps: backward simulation (§4.3)
+  x = G(input)                          one step: input = sigma_max z (or SiD's 2.5 z); N steps: backward simulation (§4.3),
+                                        optionally a critic per step (step_critic) and DM levels below each step's input
   DM  (DMD Eq. 7-8): t ~ U[2%, 98%] of a 1000-level Karras grid, x_t = x + sigma_t eps,
       g = ((x - D_real(x_t)) - (x - D_fake(x_t))) / mean|x - D_real(x_t)|,  L_DM = 1/2 mean ||x - sg(x - g)||^2
       optional f-divergence (f-distill, Xu et al. 2025, Thm. 1): g_i *= h(r_i) / mean h, h(r) = r^2 f''(r), with
