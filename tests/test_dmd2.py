@@ -10,7 +10,7 @@ from fewstep.data.toy2d import GaussianRing, ring_metrics
 from fewstep.errors import FewstepError
 from fewstep.methods.base import Phase, StepContext
 from fewstep.methods.dmd2 import DMD2, DMD2Config
-from fewstep.methods.msd import partition_classes, route
+from fewstep.methods.msd import MSDConfig, partition_classes, route
 from fewstep.processes.gaussian import karras_sigmas
 from fewstep.samplers.gaussian import edm_sample, fewstep_sample
 from fewstep.samplers.noise import SeedStream
@@ -314,6 +314,8 @@ def test_step_critic_reads_each_generator_steps_samples_with_that_steps_copy_of_
     assert len(set(picked)) > 1
     with pytest.raises(ValueError, match="step_critic treats each generator step.s samples apart; it needs gen_steps > 1"):
         DMD2Config(step_critic=True)
+    with pytest.raises(ValueError, match="step_critic needs teacher-sized critics"):  # a small critic is seeded by a
+        MSDConfig(student_channels=(8, 16), tsm_steps=5, gen_steps=4, step_critic=True)  # student of 11 labels
 
 
 def test_dm_below_input_draws_each_steps_dm_levels_up_to_its_input_level_only():

@@ -331,8 +331,8 @@ class DMD2(Method):
         f-distill's per-sample weight h(r) for divergences other than reverse KL (its largest goes to `logs`);
         x came from generator step `step`."""
         c = self.cfg
-        hi = c.dm_max  # with dm_below_input, indices below the step's input level's (+0.5: exact after * T)
-        if c.dm_below_input:
+        hi = c.dm_max
+        if c.dm_below_input:  # grid indices up to the step's input level (+ 0.5: int(hi * T) lands on it exactly)
             hi = min(hi, (self._input_level(step) + 0.5) / c.num_levels)
         sigma = self._level(x.shape[0], c.dm_min, hi, x.device)
         with torch.no_grad():

@@ -52,6 +52,8 @@ class MSDConfig(DMD2Config):
             raise ValueError("students must be >= 1")
         if self.student_channels is not None:
             check_widths("student_channels", self.student_channels)
+        if self.student_channels is not None and self.small_critics and self.step_critic:
+            raise ValueError("step_critic needs teacher-sized critics; with student_channels set small_critics=false")
         if self.student_channels is not None and self.tsm_steps < 1:
             raise ValueError("smaller students (student_channels) need TSM pre-training: set tsm_steps > 0")
         if self.only_students is not None:
