@@ -40,6 +40,8 @@ def heldout_fids(run_path: str, n: int, repeats: int, steps: int | None = None) 
 
 
 def main(argv: list[str]) -> None:
+    from fewstep.metrics.paired import paired_difference
+
     if len(argv) < 3 or not argv[0].isdigit() or not argv[1].isdigit() or int(argv[0]) < 2 or int(argv[1]) < 1:
         sys.exit(__doc__.split("\n\n")[1].strip())
     n, repeats, base = int(argv[0]), int(argv[1]), None
@@ -52,11 +54,10 @@ def main(argv: list[str]) -> None:
         line = f"{spec}: FID train {mean['train']:.3f}  test {mean['test']:.3f}"
         if base is None:
             base = f["test"]
-        else:
-            d = [a - b for a, b in zip(f["test"], base)]
-            m = sum(d) / len(d)
-            se = (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("nan")
-            line += f"  test - first run: {m:+.3f} ± {se:.3f} (lower on {sum(x < 0 for x in d)} of {len(d)} blocks)"
+        else:  # fewstep compare's pairing, on the test-split blocks
+            d = paired_difference({"blocks": {"test": base}}, {"blocks": {"test": f["test"]}}, "test")
+            se = float("nan") if d["diff_se"] is None else d["diff_se"]
+            line += f"  test - first run: {d['diff']:+.3f} ± {se:.3f} (lower on {d['lower']} of {d['blocks']} blocks)"
         print(line + f"  blocks test {[round(x, 3) for x in f['test']]}", flush=True)
 
 

@@ -42,7 +42,7 @@ class EDMDenoiserBase(nn.Module):
         rows = self.class_emb.weight.detach().repeat(copies, 1)
         self.cfg.num_classes = len(rows) - 1
         self.null_class = self.cfg.num_classes
-        self.class_emb = nn.Embedding.from_pretrained(rows.clone(), freeze=False)
+        self.class_emb = nn.Embedding.from_pretrained(rows, freeze=False)  # repeat made a new tensor
         return self
 
     def _embed(self, c_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
