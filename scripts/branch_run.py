@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from fewstep.checkpoint import LATEST, read_checkpoint_json, resolve_checkpoint, write_json_atomic
+from fewstep.checkpoint import point_latest, read_checkpoint_json, resolve_checkpoint, write_json_atomic
 from fewstep.errors import FewstepError
 
 SECTIONS = ("method", "train", "info")
@@ -28,8 +28,9 @@ def _parse(arg: str, config: dict) -> tuple[str, str, object]:
     section, _, field = key.partition(".")
     if not eq or section not in SECTIONS or not field:
         sys.exit(f"'{arg}': write KEY=VALUE with KEY one of {', '.join(s + '.<field>' for s in SECTIONS)}")
-    if field not in config.get(section, {}):
-        sys.exit(f"'{key}' is not in the checkpoint's config; its {section} fields: {', '.join(sorted(config[section]))}")
+    fields = config.get(section, {})
+    if field not in fields:
+        sys.exit(f"'{key}' is not in the checkpoint's config; its {section} fields: {', '.join(sorted(fields)) or 'none'}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> None:
     shutil.copytree(src, dest)
     write_json_atomic(dest / "config.json", config)
     write_json_atomic(dest / "meta.json", meta)
-    (out / "checkpoints" / LATEST).write_text(src.name + "\n")
+    point_latest(out / "checkpoints", src.name)
     print(f"wrote {dest}")
 
 

@@ -185,14 +185,19 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer_tmp = root / f".{LATEST}.tmp"
-    pointer_tmp.write_text(final.name + "\n")
-    os.replace(pointer_tmp, root / LATEST)
+    point_latest(root, final.name)
     if keep > 0:
         for old in saved_checkpoints(root)[:-keep]:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def point_latest(root: Path, step_dir: str) -> None:
+    """Move the `latest` pointer of checkpoints folder `root` to its step folder `step_dir`, in one rename."""
+    pointer_tmp = Path(root) / f".{LATEST}.tmp"
+    pointer_tmp.write_text(step_dir + "\n")
+    os.replace(pointer_tmp, Path(root) / LATEST)
 
 
 def saved_checkpoints(root: Path) -> list[Path]:
