@@ -1,6 +1,7 @@
 """scripts/branch_run.py: one checkpoint of a run, settings changed, that `fewstep` resumes with its optimizer state."""
 
 import json
+import shutil
 
 import pytest
 
@@ -44,5 +45,13 @@ def test_branch_refuses_unknown_keys_and_existing_folders(tmp_path, digits_teach
     with pytest.raises(SystemExit, match="write KEY=VALUE"):
         branch([str(digits_teacher), str(tmp_path / "a"), "lr=1"])
     assert not (tmp_path / "a").exists()
+    # an option the method gained after the checkpoint was written is a method field too
+    old = tmp_path / "old" / resolve_checkpoint(digits_teacher).name
+    shutil.copytree(resolve_checkpoint(digits_teacher), old)
+    config = json.loads((old / "config.json").read_text())
+    del config["method"]["label_smoothing"]
+    (old / "config.json").write_text(json.dumps(config))
+    branch([str(old), str(tmp_path / "b"), "method.label_smoothing=0.3"])
+    assert read_checkpoint_json(resolve_checkpoint(tmp_path / "b"))[0]["method"]["label_smoothing"] == 0.3
     with pytest.raises(SystemExit, match="exists; pick a new folder"):
         branch([str(digits_teacher), str(tmp_path), "train.lr=1e-4"])

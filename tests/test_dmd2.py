@@ -165,6 +165,32 @@ def test_backward_simulation_feeds_the_generators_own_rollout():
     assert seen_k == {0, 1, 2, 3}
 
 
+def test_step_anchor_regresses_a_steps_output_on_the_teachers_ode_from_that_steps_input(tmp_path):
+    ring, y, seeds = GaussianRing(), torch.arange(64) % 8, list(range(64))
+    teacher, m = ExactDenoiser(ring), _bare_dmd2(gen_steps=4, anchor_weight=1.0, anchor_steps=6)
+    x_in = SeedStream(seeds).randn(2).double() * 0.6  # pure noise at 0.6: the ODE from it is edm_sample's
+    s_in = torch.full((64,), 0.6)
+    target = edm_sample(teacher, y, seeds, (2,), steps=6, sigma_max=0.6, null_class=8)
+    assert float(m.anchor_error(teacher, target, x_in.float(), s_in, y)) < 1e-10
+    one_shot = teacher(x_in.float(), s_in, y)  # the teacher's denoiser is not its 6-step ODE
+    err = float(m.anchor_error(teacher, one_shot, x_in.float(), s_in, y))
+    assert err > 1e-4 and err == pytest.approx(float(((one_shot - target) ** 2).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="the anchor is for the steps after the first"):
+        DMD2Config(anchor_weight=1.0)
+
+    from fewstep.cli.commands import train_run
+
+    from helpers import train_tiny_edm
+
+    run = train_run("dmd2", {"name": "digits"}, str(tmp_path / "d"), extra_method={"teacher": str(
+        train_tiny_edm(tmp_path / "edm"))}, overrides=["train.steps=8", "train.batch_size=8", "train.log_every=1",
+                                                      "method.critic_updates=1", "method.gen_steps=4",
+                                                      "method.anchor_weight=1.0", "method.anchor_steps=2"])
+    logs = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    anchored = [r["generator/anchor"] for r in logs if "generator/anchor" in r]
+    assert 0 < len(anchored) < len(logs) and min(anchored) > 0  # logged on the steps after the first only
+
+
 def test_without_backward_simulation_inputs_are_noised_real_data():
     m = _bare_dmd2(gen_steps=4, backward_simulation=False)
     m.shape, m.gen_sigmas = (2,), [80.0, 2.5, 0.6, 0.1]

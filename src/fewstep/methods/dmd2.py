@@ -14,6 +14,7 @@ Generator phase (once per trainer step):
        range of those levels and translation of the clean inputs, both against a small real set; the "real" side
        is the dataset (DMD2) or the teacher's own samples (LADD, Sauer et al. 2024, trains on teacher-generated data)
   REG (DMD §3.3, optional; DMD2 drops it): L_reg = mean ||G(sigma_max z) - y||^2 on teacher ODE pairs (z, y)
+  ANCHOR (fewstep, optional, N > 1): L = mean ||G(x_k; sigma_k) - ODE_teacher(x_k, sigma_k -> 0)||^2 for steps k > 0
 Critic phase (`critic_updates` times, the two-time-scale rule): denoising loss on detached G samples,
   lambda(sigma) ||D_fake(x_sigma) - x||^2, + L_D = softplus(head(fake)) + softplus(-head(real)).
 The DM loss and the surrogate are shared with DiMO (methods/common/distribution_matching.py).
@@ -35,10 +36,10 @@ from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_ga
 from fewstep.methods.common.distribution_matching import check_divergence, density_ratio_weights, surrogate_loss
 from fewstep.methods.common.start import load_start_weights, start_run_config
 from fewstep.methods.edm import continuous_info, continuous_training_data, require_edm_teacher
-from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
+from fewstep.processes.gaussian import SIGMA_MAX, SIGMA_MIN, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
 from fewstep.samplers import check_cfg_scale
-from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
+from fewstep.samplers.gaussian import edm_sample, edm_solve, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
 HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
@@ -95,6 +96,11 @@ class DMD2Config:
     # N > 1: the DM levels of step k's outputs stop at that step's input level sigma_k, above which its outputs carry
     # what earlier steps made; false: every step's outputs at all DM levels (DMD2)
     dm_below_input: bool = False
+    # N > 1: steps after the first also regress (l2, this weight) on the teacher's Heun ODE from their own input,
+    # anchor_steps levels from sigma_k to 0, computed online without grad: DMD's regression (§3.3) carried to the
+    # backward-simulated inputs, which hold a step to what the teacher makes of them; 0 = off (DMD2)
+    anchor_weight: float = 0.0
+    anchor_steps: int = 8
     critic_lr: float | None = None  # None: train.lr
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
     # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
@@ -125,6 +131,9 @@ class DMD2Config:
         if self.gen_sigma is not None and not (0 < self.gen_sigma <= SIGMA_MAX and self.gen_steps == 1):
             raise ValueError(f"gen_sigma must be in (0, {SIGMA_MAX:g}] and is for one-step generators (gen_steps=1); "
                              "null: sigma_max")
+        if self.anchor_weight < 0 or self.anchor_steps < 1 or (self.anchor_weight and self.gen_steps == 1):
+            raise ValueError("anchor_weight must be >= 0 and anchor_steps >= 1; the anchor is for the steps after the "
+                             "first (gen_steps > 1; one step has regression_weight)")
         if self.critic_lr is not None and not self.critic_lr > 0:
             raise ValueError("critic_lr must be > 0 (or null: train.lr)")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
@@ -377,7 +386,19 @@ class DMD2(Method):
             loss_g = generator_gan_loss(logits)
             loss = loss + self.cfg.gan_weight_gen * loss_g
             logs["gan_g"] = float(loss_g.detach())
+        if self.cfg.anchor_weight and k > 0:
+            loss_anchor = self.anchor_error(ctx.net("teacher"), x, x_in, s_in, y)
+            loss = loss + self.cfg.anchor_weight * loss_anchor
+            logs["anchor"] = float(loss_anchor.detach())
         return StepOut(loss, logs)
+
+    def anchor_error(self, teacher, x: torch.Tensor, x_in: torch.Tensor, s_in: torch.Tensor, y: torch.Tensor
+                     ) -> torch.Tensor:
+        """Mean squared distance of a step's outputs x from the teacher's ODE solution from that step's input."""
+        level = float(s_in[0])
+        target = edm_solve(teacher, x_in, karras_sigmas(self.cfg.anchor_steps, min(SIGMA_MIN, level), level), y,
+                           cfg_scale=self.cfg.teacher_cfg, null_class=self.t_info["null_class"])
+        return ((x - target) ** 2).mean()
 
     def critic_step(self, ctx: StepContext, critic_name: str, gen_name: str, stream: str = "default") -> StepOut:
         batch = ctx.batch(stream)

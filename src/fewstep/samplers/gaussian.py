@@ -46,17 +46,27 @@ def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tup
     if steps < 1:
         raise ValueError("steps must be >= 1")
     check_cfg_scale(cfg_scale)
-    noise_scale, k = checked_noise_scale(noise_scale), checked_noise_scale(sigma_scale, "sigma_scale")
-    device = labels.device
-    sig = torch.cat([karras_sigmas(steps, sigma_min, sigma_max, rho), torch.zeros(1, dtype=torch.float64)])
-    x = SeedStream(seeds, device).randn(*shape).double() * (sig[0] * noise_scale)
-    b = x.shape[0]
-    for i in range(steps):
+    noise_scale = checked_noise_scale(noise_scale)
+    sig = karras_sigmas(steps, sigma_min, sigma_max, rho)
+    x = SeedStream(seeds, labels.device).randn(*shape).double() * (sig[0] * noise_scale)
+    return edm_solve(net, x, sig, labels, solver=solver, cfg_scale=cfg_scale, null_class=null_class,
+                     sigma_scale=sigma_scale)
+
+
+@torch.no_grad()
+def edm_solve(net: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels: torch.Tensor, *, solver: str = "heun",
+              cfg_scale: float = 1.0, null_class: int = 10, sigma_scale: float | None = None) -> torch.Tensor:
+    """The probability-flow ODE from x at sigmas[0] through the descending `sigmas` to 0 (EDM Alg. 1 without
+    noise), Euler or Heun (not on the step to 0). Returns x_0."""
+    k = checked_noise_scale(sigma_scale, "sigma_scale")
+    sig = torch.cat([sigmas.double(), torch.zeros(1, dtype=torch.float64)])
+    x, b, device = x.double(), x.shape[0], labels.device
+    for i in range(len(sigmas)):
         s_cur, s_next = sig[i], sig[i + 1]
         d = (x - guided_denoise(net, x.float(), torch.full((b,), float(s_cur) / k, device=device), labels, cfg_scale,
                                 null_class).double()) / s_cur
         x_next = x + (s_next - s_cur) * d
-        if solver == "heun" and i < steps - 1:
+        if solver == "heun" and i < len(sigmas) - 1:
             d2 = (x_next - guided_denoise(net, x_next.float(), torch.full((b,), float(s_next) / k, device=device),
                                           labels, cfg_scale, null_class).double()) / s_next
             x_next = x + (s_next - s_cur) * 0.5 * (d + d2)
