@@ -1,8 +1,8 @@
 """`fewstep bench dmd2` and `fewstep bench msd`: continuous teachers and their one/few-step students.
 
 dmd2: the EDM teacher's FID vs NFE (Heun), then DMD2 variants: 1 step with / without GAN, critic ratio
-      1 vs 5, and a 4-step generator with backward simulation, as published and with fewstep's per-step critic
-      and DM levels (docs/BENCHMARKS.md).
+      1 vs 5, and a 4-step generator with backward simulation, as published, with fewstep's per-step critic
+      and DM levels, and with its later steps also anchored on the teacher's ODE (docs/BENCHMARKS.md).
 msd:  K = 1, 2, 4 same-size students and K = 1, 4 smaller students (TSM first), same steps as DMD2; plus
       samples/s and parameters of each. By default each of K students gets batch B/K, so MSD spends the
       same total compute as one DMD2 student and sees as many images per class (the paper's Table 3
@@ -26,6 +26,8 @@ DMD2_VARIANTS = [
     ("DMD2 4-step, GAN, backward simulation", "dmd2", ["method.gen_steps=4"]),
     ("DMD2 4-step, step critic, DM below input", "dmd2",
      ["method.gen_steps=4", "method.step_critic=true", "method.dm_below_input=true"]),
+    ("DMD2 4-step, step critic, DM below input, ODE anchor", "dmd2",
+     ["method.gen_steps=4", "method.step_critic=true", "method.dm_below_input=true", "method.anchor_weight=1.0"]),
 ]
 MSD_VARIANTS = [
     ("MSD K=1 (= DMD2)", "msd", ["method.students=1"]),
