@@ -20,8 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from fewstep.errors import FewstepError  # noqa: E402
-from fewstep.processes.gaussian import SIGMA_MIN, karras_sigmas  # noqa: E402
-from fewstep.samplers.gaussian import edm_solve  # noqa: E402
+from fewstep.samplers.gaussian import edm_solve_from  # noqa: E402
 
 
 class TeacherTail(torch.nn.Module):
@@ -32,10 +31,9 @@ class TeacherTail(torch.nn.Module):
         self.generator, self.teacher, self.threshold, self.m = generator, teacher, threshold, m
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        level = float(sigma[0])
-        if level >= self.threshold:
+        if float(sigma[0]) >= self.threshold:
             return self.generator(x, sigma, labels)
-        return edm_solve(self.teacher, x, karras_sigmas(self.m, min(SIGMA_MIN, level), level), labels)
+        return edm_solve_from(self.teacher, x, float(sigma[0]), self.m, labels)
 
 
 def with_teacher_tail(run_path: str, threshold: float, m: int):

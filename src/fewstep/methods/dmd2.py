@@ -36,10 +36,10 @@ from fewstep.methods.common.adversarial import (CriticWithHead, discriminator_ga
 from fewstep.methods.common.distribution_matching import check_divergence, density_ratio_weights, surrogate_loss
 from fewstep.methods.common.start import load_start_weights, start_run_config
 from fewstep.methods.edm import continuous_info, continuous_training_data, require_edm_teacher
-from fewstep.processes.gaussian import SIGMA_MAX, SIGMA_MIN, expand, karras_sigmas, loss_weight
+from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
 from fewstep.samplers import check_cfg_scale
-from fewstep.samplers.gaussian import edm_sample, edm_solve, fewstep_sample, guided_denoise
+from fewstep.samplers.gaussian import edm_sample, edm_solve_from, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
 HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
@@ -395,9 +395,8 @@ class DMD2(Method):
     def anchor_error(self, teacher, x: torch.Tensor, x_in: torch.Tensor, s_in: torch.Tensor, y: torch.Tensor
                      ) -> torch.Tensor:
         """Mean squared distance of a step's outputs x from the teacher's ODE solution from that step's input."""
-        level = float(s_in[0])
-        target = edm_solve(teacher, x_in, karras_sigmas(self.cfg.anchor_steps, min(SIGMA_MIN, level), level), y,
-                           cfg_scale=self.cfg.teacher_cfg, null_class=self.t_info["null_class"])
+        target = edm_solve_from(teacher, x_in, float(s_in[0]), self.cfg.anchor_steps, y,
+                                cfg_scale=self.cfg.teacher_cfg, null_class=self.t_info["null_class"])
         return ((x - target) ** 2).mean()
 
     def critic_step(self, ctx: StepContext, critic_name: str, gen_name: str, stream: str = "default") -> StepOut:

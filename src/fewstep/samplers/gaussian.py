@@ -41,11 +41,8 @@ def edm_sample(net: Denoiser, labels: torch.Tensor, seeds: list[int], shape: tup
     not on the last step), so NFE = steps (Euler) or 2 steps - 1 (Heun), doubled by CFG. Returns x_0.
     `noise_scale` multiplies the starting noise (a temperature; None or 1 = the paper); `sigma_scale` k tells the
     denoiser sigma / k, so it removes less noise (on Gaussian data the samples widen by k; None or 1 = the paper)."""
-    if solver not in ("heun", "euler"):
-        raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    check_cfg_scale(cfg_scale)
     noise_scale = checked_noise_scale(noise_scale)
     sig = karras_sigmas(steps, sigma_min, sigma_max, rho)
     x = SeedStream(seeds, labels.device).randn(*shape).double() * (sig[0] * noise_scale)
@@ -58,6 +55,9 @@ def edm_solve(net: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels: torc
               cfg_scale: float = 1.0, null_class: int = 10, sigma_scale: float | None = None) -> torch.Tensor:
     """The probability-flow ODE from x at sigmas[0] through the descending `sigmas` to 0 (EDM Alg. 1 without
     noise), Euler or Heun (not on the step to 0). Returns x_0."""
+    if solver not in ("heun", "euler"):
+        raise ValueError(f"unknown solver '{solver}'; choose heun or euler")
+    check_cfg_scale(cfg_scale)
     k = checked_noise_scale(sigma_scale, "sigma_scale")
     sig = torch.cat([sigmas.double(), torch.zeros(1, dtype=torch.float64)])
     x, b, device = x.double(), x.shape[0], labels.device
@@ -72,6 +72,13 @@ def edm_solve(net: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels: torc
             x_next = x + (s_next - s_cur) * 0.5 * (d + d2)
         x = x_next
     return x.float()
+
+
+def edm_solve_from(net: Denoiser, x: torch.Tensor, sigma: float, steps: int, labels: torch.Tensor,
+                   **options) -> torch.Tensor:
+    """`edm_solve` from x at noise level `sigma` over a `steps`-level Karras grid down to sigma_min (or to sigma
+    itself, below it): the teacher's ODE from a few-step generator's input level."""
+    return edm_solve(net, x, karras_sigmas(steps, min(SIGMA_MIN, sigma), sigma), labels, **options)
 
 
 @torch.no_grad()
