@@ -769,8 +769,32 @@ def test_regression_pairs_are_the_teachers_ode_samples_of_their_noise_and_msd_sh
         assert not torch.allclose(other_pairs["x"], pairs["x"], atol=1e-3), option
     with pytest.raises(ValueError, match="regression_sigma_scale must be > 0"):
         DMD2Config(regression_sigma_scale=0.0)
-    with pytest.raises(ValueError, match="one-step generators"):
-        DMD2Config(regression_weight=1.0, gen_steps=4)
+    with pytest.raises(ValueError, match="regression_pairs >= 1"):
+        DMD2Config(regression_weight=1.0, regression_pairs=0)
+
+
+def test_a_few_step_generators_regression_pairs_supervise_its_first_step_from_pure_noise(tmp_path):
+    tr = _trainer(tmp_path, "method.gen_steps=3", "method.step_sigmas=[80,2.5,0.5]", "method.regression_weight=1.0",
+                  "method.regression_pairs=16")
+    m, seen = tr.method, []
+
+    def gen(x, sigma, labels):
+        seen.append(sigma.unique().tolist())
+        return torch.full_like(x, 0.5)
+
+    pairs = {"z": torch.randn(16, *m.shape), "x": torch.zeros(16, *m.shape), "labels": torch.zeros(16, dtype=torch.long)}
+    assert float(m._regression_error(gen, pairs)) == pytest.approx(0.25) and seen == [[80.0]]
+    logs = {}
+    tr._run_phase(tr.phase_list[0], 0, logs)
+    assert logs["generator/reg"] > 0
+
+
+def test_dm_below_input_refuses_a_dm_floor_above_the_last_steps_input_level(tmp_path):
+    with pytest.raises(FewstepError, match=r"dm_min=0.3 puts the lowest DM level \(sigma 0.319\) above the last "
+                                           r"generator step's input level \(sigma 0.168\)"):
+        _trainer(tmp_path, "method.gen_steps=4", "method.dm_below_input=true", "method.dm_min=0.3")
+    assert _trainer(tmp_path / "ok", "method.gen_steps=3", "method.step_sigmas=[80,17.5,2.5]",
+                    "method.dm_below_input=true", "method.dm_min=0.3").method.gen_sigmas[-1] == 2.5
 
 
 def test_gan_real_teacher_shows_the_discriminator_the_teachers_samples_per_student(tmp_path):

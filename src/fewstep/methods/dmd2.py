@@ -103,7 +103,8 @@ class DMD2Config:
     anchor_steps: int = 8
     critic_lr: float | None = None  # None: train.lr
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
-    # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes
+    # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes; with
+    # gen_steps > 1 they supervise the first step, the generator's map from pure noise (a fewstep extension)
     regression_weight: float = 0.0
     regression_pairs: int = 5000  # few (memorised) anchor the spread; 50,000 fit the map and score worse (digits)
     regression_steps: int | None = None  # the pairs' sampler steps; None: the teacher run's own (its solver either way)
@@ -162,8 +163,8 @@ class DMD2Config:
             raise ValueError("regression_noise_scale must be > 0 (1: the pairs start from the student's own noise)")
         if not self.regression_sigma_scale > 0:
             raise ValueError("regression_sigma_scale must be > 0 (1: the pairs come from the teacher as trained)")
-        if self.regression_weight and (self.gen_steps != 1 or self.regression_pairs < 1):
-            raise ValueError("the regression loss is for one-step generators (gen_steps=1) and needs regression_pairs >= 1")
+        if self.regression_weight and self.regression_pairs < 1:
+            raise ValueError("the regression loss needs regression_pairs >= 1")
 
 
 class DMD2(Method):
@@ -190,6 +191,11 @@ class DMD2(Method):
         self.gen_sigmas = ([self.cfg.gen_sigma or SIGMA_MAX] if n == 1 else
                            [float(v) for v in self.cfg.step_sigmas] if self.cfg.step_sigmas else
                            [float(self.levels[T - 1 - k * T // n]) for k in range(n)])
+        floor = float(self.levels[int(self.cfg.dm_min * T)])
+        if self.cfg.dm_below_input and floor > self.gen_sigmas[-1]:
+            raise FewstepError(f"method.dm_min={self.cfg.dm_min:g} puts the lowest DM level (sigma {floor:.3g}) above the "
+                               f"last generator step's input level (sigma {self.gen_sigmas[-1]:.3g}), so "
+                               "dm_below_input leaves that step no levels: lower dm_min or raise method.step_sigmas")
 
     @staticmethod
     def _copy(teacher):
