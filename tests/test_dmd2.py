@@ -12,7 +12,7 @@ from fewstep.methods.base import Phase, StepContext
 from fewstep.methods.dmd2 import DMD2, DMD2Config
 from fewstep.methods.msd import MSDConfig, partition_classes, route
 from fewstep.processes.gaussian import karras_sigmas
-from fewstep.samplers.gaussian import edm_sample, fewstep_sample
+from fewstep.samplers.gaussian import edm_sample, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 from fewstep.tokenizers import DataConfig
 
@@ -258,6 +258,32 @@ def test_sigma_scale_k_solves_the_ode_of_k_times_wider_gaussian_data():
     assert abs(float(scaled.std()) - k * sd) < 0.025
     with pytest.raises(ValueError, match="sigma_scale must be > 0"):
         edm_sample(net, labels, seeds, (2,), steps=4, sigma_scale=-1.0)
+
+
+def test_guidance_interval_guides_only_the_levels_inside_it():
+    torch.manual_seed(0)
+    ring = GaussianRing()
+    net = ExactDenoiser(ring)
+    x, y = ring.sample(torch.arange(8) % 8) + 0.5, torch.arange(8) % 8
+    sigma = torch.tensor([0.7, 1.0, 2.0, 4.0] * 2)
+    cond, guided = guided_denoise(net, x, sigma, y, 1.0, 8), guided_denoise(net, x, sigma, y, 2.0, 8)
+    assert (guided - cond).abs().amin(dim=1).min() > 1e-3  # guidance moves every sample
+    part = guided_denoise(net, x, sigma, y, 2.0, 8, (1.0, 2.0))  # lo excluded, hi included
+    inside = (sigma > 1.0) & (sigma <= 2.0)
+    assert torch.equal(part[inside], guided[inside]) and torch.equal(part[~inside], cond[~inside])
+    net.calls = 0  # no level inside: the conditional model alone, one call
+    assert torch.equal(guided_denoise(net, x, sigma, y, 2.0, 8, (5.0, 80.0)), cond) and net.calls == 1
+    # a sampler guided on an interval that holds every one of its levels is the fully guided sampler
+    labels, seeds = torch.arange(16) % 8, list(range(16))
+    full = edm_sample(net, labels, seeds, (2,), steps=6, cfg_scale=1.5, null_class=8)
+    assert torch.equal(edm_sample(net, labels, seeds, (2,), steps=6, cfg_scale=1.5, null_class=8,
+                                  cfg_interval=(0.0, 80.0)), full)
+    assert not torch.allclose(edm_sample(net, labels, seeds, (2,), steps=6, cfg_scale=1.5, null_class=8,
+                                         cfg_interval=(0.3, 5.0)), full)
+    with pytest.raises(ValueError, match=r"cfg_interval must be \[lo, hi\] with 0 <= lo < hi"):
+        edm_sample(net, labels, seeds, (2,), steps=4, cfg_scale=1.5, null_class=8, cfg_interval=(2.0, 1.0))
+    with pytest.raises(ValueError, match="teacher_cfg_interval must be"):
+        DMD2Config(teacher_cfg_interval=(1.0,))
 
 
 def _trainer(tmp_path, *over, method="dmd2"):

@@ -29,6 +29,8 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, help="sampling steps (multi-step samplers)")
     g.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off)")
     g.add_argument("--cfg-ramp", choices=["constant", "linear"], help="guidance schedule over steps")
+    g.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="EDM teachers: guide only at noise levels LO < sigma <= HI (Kynkaanniemi et al. 2024)")
     g.add_argument("--temperature", type=float, help="softmax temperature (logits / T)")
     g.add_argument("--remask", choices=["confidence", "random"], help="MaskGIT re-masking rule")
     g.add_argument("--gumbel-temp", type=float, help="confidence noise temperature (annealed to 0)")
@@ -54,7 +56,8 @@ DISTILLERS = {
 }
 
 SAMPLER_KEYS = ("steps", "cfg", "cfg_ramp", "temperature", "remask", "gumbel_temp", "top_k", "schedule",
-                "desmooth", "r_init", "sigma_init", "solver", "noise_scale", "sigma_scale")
+                "desmooth", "r_init", "sigma_init", "solver", "noise_scale", "sigma_scale",
+                "cfg_interval")
 
 
 def sampler_options(args: argparse.Namespace) -> dict:

@@ -39,7 +39,7 @@ from fewstep.methods.edm import continuous_info, continuous_training_data, requi
 from fewstep.processes.gaussian import SIGMA_MAX, expand, karras_sigmas, loss_weight
 from fewstep.runlog import progress
 from fewstep.samplers import check_cfg_scale
-from fewstep.samplers.gaussian import edm_sample, edm_solve_from, fewstep_sample, guided_denoise
+from fewstep.samplers.gaussian import check_cfg_interval, edm_sample, edm_solve_from, fewstep_sample, guided_denoise
 from fewstep.samplers.noise import SeedStream
 
 HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
@@ -49,6 +49,9 @@ HELDOUT_PAIRS = 256  # teacher pairs the regression never trains on
 class DMD2Config:
     teacher: str = ""  # run folder of an EDM teacher (fewstep train teacher --kind edm)
     teacher_cfg: float = 1.0  # guidance of the real score in the DM term (ImageNet recipe: none)
+    # [lo, hi]: teacher_cfg only where lo < sigma <= hi, the level the teacher is told (Kynkäänniemi et al. 2024:
+    # guidance at high noise costs diversity, at low noise it does little); null = every level
+    teacher_cfg_interval: tuple[float, float] | None = None
     # the real score read at sigma / teacher_sigma_scale: k > 1 makes the teacher remove less noise, the
     # under-dispersion EDM §4 counters with S_noise > 1 (a Gaussian's target spread widens by k); 1 = DMD
     teacher_sigma_scale: float = 1.0
@@ -143,6 +146,7 @@ class DMD2Config:
             raise ValueError("need 0 <= gan_min < gan_max <= 1 and 0 <= gan_augment < 1 (p = 1 would leak the augmentation)")
         check_divergence(self.divergence, self.alpha)
         check_cfg_scale(self.teacher_cfg, "teacher_cfg")
+        self.teacher_cfg_interval = check_cfg_interval(self.teacher_cfg_interval, "teacher_cfg_interval")
         if self.divergence != "rkl" and not self.gan:
             raise ValueError(f"divergence {self.divergence} weighs the DM gradient by the GAN head's density ratio; "
                              "set gan=true (or divergence=rkl)")
@@ -276,6 +280,7 @@ class DMD2(Method):
             for i in range(0, n, 500):
                 out.append(edm_sample(teacher, labels[i:i + 500].to(device), seeds[i:i + 500], self.shape,
                                       steps=steps, solver=solver, cfg_scale=self.cfg.teacher_cfg,
+                                      cfg_interval=self.cfg.teacher_cfg_interval,
                                       null_class=run.info["null_class"], noise_scale=noise_scale,
                                       sigma_scale=sigma_scale).cpu())
                 bar.update(len(out[-1]))
@@ -353,7 +358,7 @@ class DMD2(Method):
         with torch.no_grad():
             x_t = x + expand(sigma, x) * torch.randn_like(x)
             d_real = guided_denoise(ctx.net("teacher"), x_t, sigma / c.teacher_sigma_scale, y, c.teacher_cfg,
-                                    self.t_info["null_class"])
+                                    self.t_info["null_class"], c.teacher_cfg_interval)
             critic, y_c = ctx.net(critic_name), self.critic_labels(y, step)
             if c.divergence == "rkl":
                 d_fake = critic(x_t, sigma, y_c)
@@ -402,7 +407,8 @@ class DMD2(Method):
                      ) -> torch.Tensor:
         """Mean squared distance of a step's outputs x from the teacher's ODE solution from that step's input."""
         target = edm_solve_from(teacher, x_in, float(s_in[0]), self.cfg.anchor_steps, y,
-                                cfg_scale=self.cfg.teacher_cfg, null_class=self.t_info["null_class"])
+                                cfg_scale=self.cfg.teacher_cfg, null_class=self.t_info["null_class"],
+                                cfg_interval=self.cfg.teacher_cfg_interval)
         return ((x - target) ** 2).mean()
 
     def critic_step(self, ctx: StepContext, critic_name: str, gen_name: str, stream: str = "default") -> StepOut:

@@ -93,7 +93,7 @@ class EDM(Method):
     name = "edm"
     Config = EDMConfig
     sample_nets = ("model",)
-    sampler_options = ("steps", "cfg", "solver", "noise_scale", "sigma_scale")
+    sampler_options = ("steps", "cfg", "solver", "noise_scale", "sigma_scale", "cfg_interval")
 
     def _dataset(self):
         return load_dataset(self.data_cfg.name, self.data_cfg.data_dir)
@@ -143,4 +143,5 @@ class EDM(Method):
         o = {**info["sampler"], **{k: v for k, v in opt.items() if v is not None}}
         return edm_sample(nets["model"], labels, seeds, tuple(info["shape"]), steps=int(o["steps"]),
                           solver=o["solver"], cfg_scale=float(o["cfg"]), null_class=info["null_class"],
-                          noise_scale=o.get("noise_scale"), sigma_scale=o.get("sigma_scale"))
+                          noise_scale=o.get("noise_scale"), sigma_scale=o.get("sigma_scale"),
+                          cfg_interval=o.get("cfg_interval"))
