@@ -628,6 +628,22 @@ def test_students_of_a_teacher_trained_with_dropout_have_none(tmp_path):
         assert rates and all(r == {0.0} for r in rates.values()), (method, rates)
 
 
+def test_critic_dropout_is_on_in_the_critics_updates_and_off_where_the_dm_term_reads_it(tmp_path):
+    tr = _trainer(tmp_path, "method.critic_dropout=0.3")
+    drops = {n: [m for m in tr.raw[n].modules() if isinstance(m, nn.Dropout)] for n in ("generator", "critic")}
+    assert {m.p for m in drops["critic"]} == {0.3} and {m.p for m in drops["generator"]} == {0.0}
+    seen = []
+    drops["critic"][0].register_forward_hook(lambda m, i, o: seen.append((m.training, torch.equal(i[0], o))))
+    gen_phase, critic_phase = tr.phase_list
+    tr._run_phase(gen_phase, 0, {})
+    assert seen and all(not training and same for training, same in seen)  # read like the teacher: no dropout
+    seen.clear()
+    tr._run_phase(critic_phase, 0, {})
+    assert seen and all(training and not same for training, same in seen)  # its denoising updates drop units
+    with pytest.raises(ValueError, match="critic_dropout must be in"):
+        DMD2Config(critic_dropout=1.0)
+
+
 def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_path):
     from safetensors.torch import load_file
 

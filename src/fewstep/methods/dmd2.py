@@ -105,6 +105,9 @@ class DMD2Config:
     anchor_weight: float = 0.0
     anchor_steps: int = 8
     critic_lr: float | None = None  # None: train.lr
+    # dropout in the fake score's own denoising updates (off when the DM term reads it, as the teacher is read): a
+    # teacher trained with dropout estimates a smoothed score, which a critic without it does not; 0 = DMD2's code
+    critic_dropout: float = 0.0
     # DMD's regression loss (DMD §3.3, lambda_reg 0.25 with LPIPS there; l2 here: no LPIPS weights offline): 0 = off,
     # the DMD2 recipe. Pairs = the teacher's own deterministic sampler run from fixed noise, all classes; with
     # gen_steps > 1 they supervise the first step, the generator's map from pure noise (a fewstep extension)
@@ -138,6 +141,8 @@ class DMD2Config:
         if self.anchor_weight < 0 or self.anchor_steps < 1 or (self.anchor_weight and self.gen_steps == 1):
             raise ValueError("anchor_weight must be >= 0 and anchor_steps >= 1; the anchor is for the steps after the "
                              "first (gen_steps > 1; one step has regression_weight)")
+        if not 0.0 <= self.critic_dropout < 1.0:
+            raise ValueError("critic_dropout must be in [0, 1) (0: no dropout, the official code)")
         if self.critic_lr is not None and not self.critic_lr > 0:
             raise ValueError("critic_lr must be > 0 (or null: train.lr)")
         if not 0.0 <= self.dm_min < self.dm_max <= 1.0:
@@ -209,7 +214,7 @@ class DMD2(Method):
 
     def _critic(self, teacher) -> CriticWithHead:
         """The fake-score denoiser starts as a teacher copy; its GAN head works on images or on 2-D features."""
-        fake = self._copy(teacher)
+        fake = self._copy(teacher).set_dropout(self.cfg.critic_dropout)
         if self.cfg.step_critic:
             fake.tile_classes(self.cfg.gen_steps)
         return CriticWithHead(fake, self.t_info["kind"] == "continuous", gan=self.cfg.gan,
