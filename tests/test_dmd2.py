@@ -644,6 +644,23 @@ def test_critic_dropout_is_on_in_the_critics_updates_and_off_where_the_dm_term_r
         DMD2Config(critic_dropout=1.0)
 
 
+def test_a_run_resumes_with_its_teacher_spelled_as_another_path_to_the_same_folder(tmp_path, monkeypatch):
+    from fewstep.checkpoint import latest_checkpoint
+    from fewstep.cli.commands import distill_run
+
+    from helpers import train_tiny_edm
+
+    train_tiny_edm(tmp_path / "edm")
+    other = train_tiny_edm(tmp_path / "edm2")
+    monkeypatch.chdir(tmp_path)
+    tiny = ["train.batch_size=4", "train.warmup_steps=0", "method.critic_updates=1", "method.gan=false"]
+    run = distill_run("dmd2", "edm", "student", overrides=["train.steps=1", *tiny])
+    distill_run("dmd2", str(tmp_path / "edm"), "student", overrides=["train.steps=2", *tiny])
+    assert latest_checkpoint(run).name == "step_00000002"
+    with pytest.raises(FewstepError, match=r"different method config \(teacher: \S*edm there, \S*edm2 now\)"):
+        distill_run("dmd2", str(other), "student", overrides=["train.steps=3", *tiny])
+
+
 def test_finetune_stage_starts_generators_and_critics_from_the_first_run(tmp_path):
     from safetensors.torch import load_file
 

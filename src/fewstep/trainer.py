@@ -212,7 +212,7 @@ class Trainer:
             old, new = saved.get(section, {}), now.get(section, {})
             # a key the saved run lacks was added to fewstep later
             was = {k: old.get(k, defaults[section].get(k)) for k in set(old) | set(new)}
-            diff = sorted(f"{k}: {was[k]} there, {new.get(k)} now" for k in was if was[k] != new.get(k))
+            diff = sorted(f"{k}: {was[k]} there, {new.get(k)} now" for k in was if not _same_setting(was[k], new.get(k)))
             if diff:
                 raise FewstepError(
                     f"'{self.run_dir}' holds a run with a different {section} config ({'; '.join(diff)}); "
@@ -432,3 +432,12 @@ def config_record(method_name: str, method_cfg: Any, data_cfg: Any, train_cfg: T
 
 def replace(cfg: Any, **kw) -> Any:
     return dataclasses.replace(cfg, **kw)
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Equal, or two spellings (relative, absolute, via a link) of one existing path, e.g. a teacher run folder."""
+    if a == b:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and a and b and Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return False
